@@ -1,0 +1,1 @@
+"""What describes the published data: the catalogue (``catalog.toml``) and how it is read."""
