@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 __version__ = "0.1.0"
 
-from dmstore.errors import DmstoreError
+# dmstore writes consolidated metadata on purpose (one read opens the whole store).
+warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
 
-__all__ = ["DmstoreError", "__version__"]
+from dmstore.dataset import open  # noqa: E402
+from dmstore.datamodels import read_datamodels, write_datamodels  # noqa: E402
+from dmstore.errors import DmstoreError  # noqa: E402
+
+__all__ = ["DmstoreError", "__version__", "open", "read_datamodels", "write_datamodels"]

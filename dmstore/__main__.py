@@ -1,0 +1,5 @@
+import sys
+
+from dmstore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The ``dmstore`` command: a thin layer over the Python API.
+
+Each command lives in its own module of this package with ``register(subparsers)``, which adds
+its parser and sets ``func`` (a callable taking the parsed arguments and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dmstore import __version__
+from dmstore.errors import DmstoreError
+
+# command modules, in the order ``dmstore --help`` lists them
+COMMANDS = ("catalog", "convert", "info", "verify", "export", "example")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``dmstore`` parser with every command registered."""
+    parser = argparse.ArgumentParser(
+        prog="dmstore",
+        description="A Zarr/Dask store and out-of-core analysis for datamodels data.",
+    )
+    parser.add_argument("--version", action="version", version=f"dmstore {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"dmstore.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``dmstore``; a :class:`DmstoreError` becomes one line on stderr and its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DmstoreError as exc:
+        print(f"dmstore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dmstore: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Open a dmstore store as a lazy ``xarray.Dataset`` whose Dask chunks are whole shards."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import xarray as xr
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+from dmstore.errors import DmstoreError
+
+
+def as_store(store: Any, storage_options: dict | None = None, *, read_only: bool = False) -> Any:
+    """A zarr store object for a local path or an fsspec URL (a store object passes through)."""
+    if not isinstance(store, (str, os.PathLike)):
+        return store
+    url = os.fspath(store)
+    if "://" in url and not url.startswith("file://"):
+        return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
+    return LocalStore(url.removeprefix("file://"), read_only=read_only)
+
+
+def shard_chunks(store: Any, storage_options: dict | None = None) -> dict[str, int]:
+    """Dask chunk sizes per dimension, one shard each, read from the store's arrays."""
+    try:
+        group = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        raise DmstoreError(f"no dmstore store at {store}: run `dmstore convert` first") from exc
+    chunks: dict[str, int] = {}
+    for _, array in group.arrays():
+        dims = array.metadata.dimension_names or ()
+        blocks = array.shards or array.chunks
+        for dim, size in zip(dims, blocks):
+            if dim is not None:
+                chunks[dim] = max(chunks.get(dim, 0), size)
+    return chunks
+
+
+def open(store: Any, *, storage_options: dict | None = None, group: str | None = None) -> xr.Dataset:
+    """Open a store (path, URL or zarr store) lazily; each Dask chunk is one shard.
+
+    Parameters
+    ----------
+    store
+        Local path, fsspec URL (``s3://bucket/store.zarr``) or a zarr store object.
+    storage_options
+        fsspec options for a URL (credentials, ``endpoint_url``...).
+    group
+        A group inside the store (e.g. ``datamodels/test``); the root by default.
+    """
+    chunks = shard_chunks(store, storage_options) if group is None else {}
+    return xr.open_zarr(
+        store,
+        group=group,
+        chunks=chunks or None,
+        consolidated=None,
+        zarr_format=3,
+        storage_options=storage_options,
+        mask_and_scale=False,
+    )
