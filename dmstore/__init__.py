@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 
 # dmstore writes consolidated metadata on purpose (one read opens the whole store).
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+# band records (_dmstore/bands/...) are plain objects beside the Zarr hierarchy
+warnings.filterwarnings("ignore", message="Object at _dmstore is not recognized")
 
 from dmstore.dataset import open  # noqa: E402
 from dmstore.datamodels import read_datamodels, write_datamodels  # noqa: E402

@@ -30,6 +30,8 @@ def shard_chunks(store: Any, storage_options: dict | None = None) -> dict[str, i
         raise DmstoreError(f"no dmstore store at {store}: run `dmstore convert` first") from exc
     chunks: dict[str, int] = {}
     for _, array in group.arrays():
+        if array.ndim < 2:  # coordinates follow the data variables
+            continue
         dims = array.metadata.dimension_names or ()
         blocks = array.shards or array.chunks
         for dim, size in zip(dims, blocks):

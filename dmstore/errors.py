@@ -13,3 +13,6 @@ class DmstoreError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+    def __reduce__(self):  # keep exit_code when the error crosses from a Dask worker
+        return (type(self), (str(self), self.exit_code))

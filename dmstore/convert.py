@@ -1,0 +1,300 @@
+"""``dmstore convert``: stream published ``.npy`` matrices into a labelled, sharded Zarr v3 store.
+
+Each band is one Dask task: one contiguous ranged read of the source, one shard row-block written,
+then a record with the checksum of the band's bytes. Resume skips recorded bands.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import zarr
+from dask.distributed import as_completed
+from tqdm.auto import tqdm
+
+from dmstore import catalog, store
+from dmstore.cluster import dask_client
+from dmstore.dataset import as_store
+from dmstore.errors import DmstoreError
+from dmstore.npy import NpyHeader, check_layout
+from dmstore.plan import ArrayPlan, parse_rows, parse_size, plan_array, workers_for
+from dmstore.source import Source, data_key, datamodels_key
+
+# --arrays choices -> store variables
+ARRAY_GROUPS = {
+    "masks": ("train_masks",),
+    "margins": ("train_margins", "test_margins"),
+    "logits": ("train_logits", "test_logits"),
+    "datamodels": (),
+}
+DEFAULT_ARRAYS = ("masks", "margins")
+# expected compression ratios, for the dry run's store size (benchmarks/RESULTS.md)
+RATIO = {np.dtype(bool): 7.9, np.dtype(np.float16): 1.17}
+
+
+@dataclass
+class ConversionPlan:
+    """Everything a conversion will do, computed from the headers alone (``--dry-run`` prints it)."""
+
+    source: Source
+    dest: str
+    dataset: str
+    pct: int
+    models: int
+    rows: tuple[int, int]
+    eval_rows: tuple[int, int]
+    arrays: list[ArrayPlan]
+    headers: dict[str, NpyHeader]
+    datamodels: dict[str, int] = field(default_factory=dict)
+    n_workers: int = 1
+    max_memory: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes to transfer from the source."""
+        return sum(p.nbytes for p in self.arrays) + sum(self.datamodels.values())
+
+    @property
+    def store_bytes(self) -> int:
+        """Expected size of the store."""
+        return int(sum(p.nbytes / RATIO[p.dtype] for p in self.arrays) + sum(self.datamodels.values()))
+
+    def fingerprint(self) -> dict:
+        """What identifies this conversion: a resume must match it."""
+        return {
+            "dataset": self.dataset,
+            "pct": self.pct,
+            "models": self.models,
+            "rows": list(self.rows),
+            "eval_rows": list(self.eval_rows),
+            "arrays": {p.name: {"shape": list(p.shape), "dtype": str(p.dtype), "shards": list(p.shards)} for p in self.arrays},
+        }
+
+    def describe(self) -> str:
+        """The plan, for people."""
+        price = catalog.catalog()["price_per_gb"]
+        lines = [f"convert {self.dataset} {self.pct}% from {self.source.url} into {self.dest}"]
+        lines.append(f"  models {self.rows[0]:,}:{self.rows[1]:,} of {self.models:,}; evaluation models {self.eval_rows[0]:,}:{self.eval_rows[1]:,}")
+        for p in self.arrays:
+            shape = " x ".join(f"{n:,}" for n in (self.rows[1] - self.rows[0], *p.shape[1:]))
+            lines.append(
+                f"  {p.name:14} {shape:>26} {str(p.dtype):8} {p.nbytes / 2**30:8.2f} GB  "
+                f"chunks {'x'.join(map(str, p.chunks))}  shards {'x'.join(map(str, p.shards))}  {len(p.bands)} bands"
+            )
+        for split, size in self.datamodels.items():
+            lines.append(f"  datamodels/{split:5} {datamodels_key(self.dataset, split, self.pct):>26} {size / 2**30:17.2f} GB")
+        pays = " (requester pays)" if self.source.pays else ""
+        lines.append(f"  transfer {self.nbytes / 2**30:.2f} GB, AWS cost about ${self.nbytes / 2**30 * price:.2f}{pays}" if self.source.protocol == "s3" else f"  read {self.nbytes / 2**30:.2f} GB")
+        lines.append(f"  store about {self.store_bytes / 2**30:.2f} GB; {self.n_workers} worker(s), peak memory within {self.max_memory / 2**30:.2f} GB")
+        return "\n".join(lines)
+
+
+def plan_conversion(
+    source: Source,
+    dest: str,
+    dataset: str,
+    pct: int,
+    *,
+    arrays: tuple[str, ...] = DEFAULT_ARRAYS,
+    models: str | None = None,
+    eval_rows: str | int | None = None,
+    max_memory: int | str = "2GB",
+    cores: int | None = None,
+) -> ConversionPlan:
+    """Read the headers and plan the conversion (no data is read)."""
+    unknown = set(arrays) - set(ARRAY_GROUPS)
+    if unknown:
+        raise DmstoreError(f"unknown --arrays {', '.join(sorted(unknown))}: choose from {', '.join(ARRAY_GROUPS)}")
+    names = [name for group in arrays for name in ARRAY_GROUPS[group]]
+    headers = {}
+    for name in names:
+        key = data_key(dataset, name, pct)
+        header = source.header(key)
+        dtype, _ = catalog.KINDS[name]
+        check_layout(header, source.describe(key), dtype=dtype, ndim=3 if name.endswith("logits") else 2, size=source.size(key))
+        headers[name] = header
+    n_models = _check_shapes(headers)
+    rows = parse_rows(models, n_models) if n_models else (0, 0)
+    eval_range = _eval_range(dataset, eval_rows, n_models) if n_models else (0, 0)
+    plans = [plan_array(name, h.shape, h.dtype, rows) for name, h in headers.items()]
+    datamodels = {}
+    if "datamodels" in arrays:
+        for split in ("test", "train"):
+            key = datamodels_key(dataset, split, pct)
+            if source.exists(key):
+                datamodels[split] = source.size(key)
+        if not datamodels:
+            raise DmstoreError(f"no datamodels .pt files for {dataset} {pct}% at {source.describe(f'{dataset}/datamodels/')}")
+    budget = parse_size(max_memory) if isinstance(max_memory, str) else int(max_memory)
+    largest = max((p.band_bytes for p in plans), default=0)
+    n_workers = workers_for(budget, largest, cores or os.cpu_count() or 1) if plans else 1
+    return ConversionPlan(source, dest, dataset, pct, n_models, rows, eval_range, plans, headers, datamodels, n_workers, budget)
+
+
+def convert(
+    source: str | Source,
+    dest: str,
+    dataset: str,
+    pct: int,
+    *,
+    arrays: tuple[str, ...] = DEFAULT_ARRAYS,
+    models: str | None = None,
+    eval_rows: str | int | None = None,
+    max_memory: int | str = "2GB",
+    scheduler=None,
+    dest_storage_options: dict | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> ConversionPlan:
+    """Convert (or resume converting) ``dataset`` at ``pct``% from ``source`` into the store ``dest``.
+
+    Parameters
+    ----------
+    source
+        Bucket/prefix URL, local folder, or a :class:`Source` (requester pays, endpoint...).
+    dest
+        Store path or URL (an S3 store needs ``scheduler`` workers that can reach it).
+    arrays
+        Groups from ``masks``, ``margins``, ``logits``, ``datamodels``.
+    models
+        ``START:STOP`` rows to convert (all by default).
+    eval_rows
+        The evaluation models: a count of last rows or ``START:STOP``; 10,000 for published data.
+    max_memory
+        Bound on the peak resident memory of the whole conversion (driver and local workers).
+    scheduler
+        Dask scheduler address or client; a local cluster of worker processes by default.
+    dry_run
+        Plan only: print nothing, read no data, return the plan.
+    """
+    source = source if isinstance(source, Source) else Source(source)
+    plan = plan_conversion(source, dest, dataset, pct, arrays=arrays, models=models, eval_rows=eval_rows, max_memory=max_memory)
+    if dry_run:
+        return plan
+    _prepare_destination(plan, dest_storage_options)
+    done = store.read_records(dest, dest_storage_options)
+    pending = [(p, band) for p in plan.arrays for band in p.bands if (p.name, *band) not in done]
+    if pending:
+        _run_bands(plan, pending, scheduler, dest_storage_options, progress)
+    for split in plan.datamodels:
+        _import_datamodels(plan, split, dest_storage_options)
+    _finish(plan, dest_storage_options)
+    return plan
+
+
+def convert_band(source: Source, key: str, offset: int, plan: ArrayPlan, dest: str, dest_options: dict | None, start: int, stop: int) -> tuple[str, int, int]:
+    """Dask task: read rows ``[start, stop)`` in one range, write their shards, record the checksum."""
+    begin = offset + start * plan.row_bytes
+    data = source.read(key, begin, begin + (stop - start) * plan.row_bytes)
+    band = np.frombuffer(data, dtype=plan.dtype).reshape((stop - start, *plan.shape[1:]))
+    array = zarr.open_array(as_store(dest, dest_options), path=plan.name, mode="r+")
+    try:
+        array[start - plan.rows[0] : stop - plan.rows[0]] = band
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DmstoreError(f"the destination {dest} is full: free space and run the same command to resume", exit_code=1) from exc
+        raise
+    store.write_record(dest, dest_options, plan.name, start, stop, hashlib.blake2b(data).hexdigest())
+    return plan.name, start, stop
+
+
+def _run_bands(plan: ConversionPlan, pending: list, scheduler, dest_options: dict | None, progress: bool) -> None:
+    total = sum((b - a) * p.row_bytes for p, (a, b) in pending)
+    with dask_client(scheduler, n_workers=plan.n_workers) as client, tqdm(
+        total=total, unit="B", unit_scale=True, desc="convert", disable=not progress
+    ) as bar:
+        source = client.scatter(plan.source, broadcast=True)
+        futures = {}
+        for p, (start, stop) in pending:
+            key = data_key(plan.dataset, p.name, plan.pct)
+            future = client.submit(
+                convert_band, source, key, plan.headers[p.name].offset, p, plan.dest, dest_options, start, stop,
+                key=f"band-{p.name}-{start}-{stop}", pure=False,
+            )
+            futures[future] = (stop - start) * p.row_bytes
+        try:
+            for future in as_completed(futures):
+                future.result()
+                bar.update(futures[future])
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+
+
+def _prepare_destination(plan: ConversionPlan, dest_options: dict | None) -> None:
+    """Create the skeleton, or check that an existing store is this same conversion."""
+    attrs = store.root_attrs(plan.dest, dest_options)
+    if attrs is not None:
+        if attrs.get("dmstore_plan") != plan.fingerprint():
+            held = f"{attrs.get('dataset', 'unknown')} {attrs.get('pct', '?')}%" if "dataset" in attrs else "other data"
+            raise DmstoreError(
+                f"{plan.dest} already holds {held} converted with other settings: choose another destination "
+                "or repeat the original command to resume it"
+            )
+        return
+    _refuse_foreign(plan.dest, dest_options)
+    files = {plan.source.describe(data_key(plan.dataset, n, plan.pct)): h.offset + h.nbytes for n, h in plan.headers.items()}
+    attrs = store.provenance(plan.dataset, plan.pct, plan.source.url, files, plan.fingerprint())
+    store.create_skeleton(plan.dest, plan.arrays, _coords(plan), attrs, dest_options)
+
+
+def _refuse_foreign(dest: str, dest_options: dict | None) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(dest, **(dest_options or {}))
+    if fs.exists(path) and fs.ls(path):
+        raise DmstoreError(f"{dest} exists and is not a dmstore store: choose a new destination (nothing was changed)")
+
+
+def _coords(plan: ConversionPlan) -> dict:
+    model = np.arange(*plan.rows, dtype=np.int64)
+    split = np.where((model >= plan.eval_rows[0]) & (model < plan.eval_rows[1]), "eval", "fit").astype(object)
+    coords = {"model": model, "split": ("model", split)}
+    for name, header in plan.headers.items():
+        axis = name.split("_", 1)[0]
+        coords[axis] = np.arange(header.shape[1], dtype=np.int64)
+        if name.endswith("logits"):
+            names = catalog.dataset_info(plan.dataset).get("classes") if plan.dataset in catalog.catalog()["datasets"] else None
+            coords["class"] = np.array(names if names and len(names) == header.shape[2] else [str(c) for c in range(header.shape[2])], dtype=object)
+    return coords
+
+
+def _finish(plan: ConversionPlan, dest_options: dict | None) -> None:
+    records = store.read_records(plan.dest, dest_options)
+    bands = {p.name: [[a, b, records[(p.name, a, b)]] for a, b in p.bands] for p in plan.arrays}
+    store.set_root_attrs(plan.dest, dest_options, {"dmstore_status": "complete", "dmstore_bands": bands})
+
+
+def _import_datamodels(plan: ConversionPlan, split: str, dest_options: dict | None) -> None:
+    from dmstore.torchio import import_datamodels
+
+    import_datamodels(plan.source, datamodels_key(plan.dataset, split, plan.pct), plan.dest, split, dest_options)
+
+
+def _check_shapes(headers: dict[str, NpyHeader]) -> int:
+    rows = {name: h.shape[0] for name, h in headers.items()}
+    if len(set(rows.values())) > 1:
+        listing = ", ".join(f"{n} {m:,}" for n, m in rows.items())
+        raise DmstoreError(f"the matrices have different numbers of models ({listing}): they must come from one experiment")
+    for axis in ("train", "test"):
+        widths = {h.shape[1] for n, h in headers.items() if n.startswith(axis)}
+        if len(widths) > 1:
+            raise DmstoreError(f"the {axis} matrices disagree on the number of {axis} examples: {sorted(widths)}")
+    return next(iter(rows.values()), 0)
+
+
+def _eval_range(dataset: str, eval_rows: str | int | None, n_models: int) -> tuple[int, int]:
+    if eval_rows is None:
+        if dataset not in catalog.catalog()["datasets"]:
+            raise DmstoreError(f"{dataset!r} is not published data: say which rows are evaluation models with --eval-rows (e.g. --eval-rows 2000 for the last 2000)")
+        eval_rows = catalog.catalog()["eval_models"]
+    if isinstance(eval_rows, int) or str(eval_rows).isdigit():
+        count = int(eval_rows)
+        if not 0 <= count < n_models:
+            raise DmstoreError(f"--eval-rows {count} must be below the {n_models:,} models")
+        return n_models - count, n_models
+    return parse_rows(str(eval_rows), n_models, "--eval-rows")

@@ -1,0 +1,146 @@
+"""Reading the published layout from S3, any fsspec URL or a local folder, by byte ranges.
+
+Keys follow the bucket: ``{dataset}/data/{kind}_{pct}pct.npy`` and
+``{dataset}/datamodels/{split}_{pct}pct.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import fsspec
+
+from dmstore.errors import DmstoreError
+from dmstore.npy import HEADER_PROBE, NpyHeader, header_length, parse_header
+
+PUBLISHED_BUCKET = "madrylab-datamodels"
+
+
+def data_key(dataset: str, kind: str, pct: int) -> str:
+    """Key of a data matrix, e.g. ``cifar/data/train_masks_50pct.npy``."""
+    return f"{dataset}/data/{kind}_{pct}pct.npy"
+
+
+def datamodels_key(dataset: str, split: str, pct: int) -> str:
+    """Key of published datamodels, e.g. ``cifar/datamodels/test_50pct.pt``."""
+    return f"{dataset}/datamodels/{split}_{pct}pct.pt"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A bucket, prefix or folder in the published layout.
+
+    Parameters
+    ----------
+    url
+        ``s3://bucket[/prefix]``, any fsspec URL, or a local folder.
+    requester_pays
+        Send the S3 requester-pays header; ``None`` sends it for the published bucket only.
+    endpoint_url
+        S3 endpoint (otherwise ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` or AWS's default).
+    storage_options
+        Further fsspec options (``profile``, ``key``/``secret``, ``anon``...).
+    """
+
+    url: str
+    requester_pays: bool | None = None
+    endpoint_url: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def protocol(self) -> str:
+        """``s3``, ``file``, ``memory``...: the fsspec protocol of ``url``."""
+        return self.url.split("://", 1)[0] if "://" in self.url else "file"
+
+    @property
+    def pays(self) -> bool:
+        """Whether requests carry ``x-amz-request-payer: requester``."""
+        if self.requester_pays is not None:
+            return self.requester_pays
+        return self.protocol == "s3" and self.url.split("://", 1)[1].split("/", 1)[0] == PUBLISHED_BUCKET
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem (built on first use, also on a Dask worker)."""
+        options = dict(self.storage_options)
+        if self.protocol == "s3":
+            options.setdefault("requester_pays", self.pays)
+            endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            if endpoint:
+                options.setdefault("endpoint_url", endpoint)
+            # a fresh, unshared instance: s3fs caches instances and their open connections
+            options.setdefault("skip_instance_cache", True)
+        return fsspec.filesystem(self.protocol, **options)
+
+    def path(self, key: str) -> str:
+        """Full path of ``key`` for ``fs``."""
+        root = self.url.split("://", 1)[1] if "://" in self.url else os.path.abspath(self.url)
+        return f"{root.rstrip('/')}/{key}"
+
+    def size(self, key: str) -> int:
+        """Size of ``key`` in bytes."""
+        with self.errors(key):
+            return int(self.fs.size(self.path(key)))
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        with self.errors(key):
+            return bool(self.fs.exists(self.path(key)))
+
+    def read(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``key``, in one ranged read; short reads are errors."""
+        with self.errors(key):
+            data = self.fs.cat_file(self.path(key), start=start, end=end)
+        if len(data) != end - start:
+            raise DmstoreError(
+                f"{self.describe(key)} returned {len(data):,} of {end - start:,} bytes at offset {start:,}: "
+                "the file is shorter than its header says or the connection broke; run again to resume"
+            )
+        return data
+
+    def header(self, key: str) -> NpyHeader:
+        """The ``.npy`` header of ``key``, from one small ranged read (two if it is long)."""
+        size = self.size(key)
+        prefix = self.read(key, 0, min(HEADER_PROBE, size)) if size else b""
+        name = self.describe(key)
+        length = header_length(prefix, name)
+        if length > len(prefix) and length <= size:
+            prefix = self.read(key, 0, length)
+        return parse_header(prefix, name)
+
+    def describe(self, key: str) -> str:
+        """``key`` as the user would write it (URL or path)."""
+        if "://" in self.url:
+            return f"{self.url.rstrip('/')}/{key}"
+        return os.path.join(self.url, key)
+
+    @contextmanager
+    def errors(self, key: str) -> Iterator[None]:
+        """Turn storage exceptions into one clear line."""
+        where = self.describe(key)
+        try:
+            yield
+        except DmstoreError:
+            raise
+        except FileNotFoundError as exc:
+            if "NoSuchBucket" in str(exc) or "bucket" in str(exc).lower():
+                raise DmstoreError(f"the bucket of {where} does not exist: check the source URL") from exc
+            raise DmstoreError(f"{where} does not exist: check --dataset, --pct and the source URL") from exc
+        except PermissionError as exc:
+            hint = "" if self.pays else " (is it a requester-pays bucket? pass --requester-pays)"
+            raise DmstoreError(f"access denied to {where}{hint}: check your AWS credentials and profile") from exc
+        except Exception as exc:  # botocore raises its own types outside fsspec's mapping
+            name = type(exc).__name__
+            if name in ("NoCredentialsError", "PartialCredentialsError"):
+                raise DmstoreError(
+                    f"no AWS credentials to read {where}: run `aws configure`, set AWS_PROFILE or "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise DmstoreError(f"cannot read {where}: {exc}; run again to resume", exit_code=1) from exc
+            raise

@@ -1,0 +1,122 @@
+"""The store's layout on disk: the labelled skeleton, codecs, band records and provenance.
+
+Band records are small objects ``_dmstore/bands/{array}/{start}-{stop}.json`` written by the task
+that wrote the band, after its shards; a band without a record is not trusted and is redone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import dask.array as da
+import fsspec
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from dmstore import __version__
+from dmstore.dataset import as_store
+from dmstore.errors import DmstoreError
+from dmstore.plan import ArrayPlan
+
+RECORDS = "_dmstore/bands"
+
+
+def codec(dtype: np.dtype) -> BloscCodec:
+    """Blosc bitshuffle for masks, byte-shuffle + zstd for float16 (benchmarks/bench_convert.py)."""
+    if np.dtype(dtype) == bool:
+        return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1)
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
+
+
+def dims(name: str) -> tuple[str, ...]:
+    """Dimension names of a store variable (``test_logits`` -> model, test, class)."""
+    examples = name.split("_", 1)[0]
+    return ("model", examples, "class") if name.endswith("logits") else ("model", examples)
+
+
+def create_skeleton(
+    dest: str, plans: Iterable[ArrayPlan], coords: dict[str, Any], attrs: dict, storage_options: dict | None
+) -> None:
+    """Write metadata and coordinates of an empty store; the data arrays are left unwritten."""
+    variables, encoding = {}, {}
+    for p in plans:
+        n_models = p.rows[1] - p.rows[0]
+        shape = (n_models, *p.shape[1:])
+        variables[p.name] = (dims(p.name), da.empty(shape, dtype=p.dtype, chunks=(p.shards[0], *shape[1:])))
+        encoding[p.name] = {"chunks": p.chunks, "shards": p.shards, "compressors": [codec(p.dtype)], "_FillValue": None}
+    ds = xr.Dataset(variables, coords=coords, attrs=attrs)
+    ds.to_zarr(
+        as_store(dest, storage_options), mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding
+    )
+
+
+def root_attrs(dest: str, storage_options: dict | None) -> dict | None:
+    """The root attributes of an existing store, or None where there is no store."""
+    try:
+        group = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        return None
+    return group.attrs.asdict()
+
+
+def set_root_attrs(dest: str, storage_options: dict | None, attrs: dict) -> None:
+    """Update root attributes and re-consolidate the metadata (one read opens the store)."""
+    store = as_store(dest, storage_options)
+    zarr.open_group(store, mode="r+").attrs.update(attrs)
+    zarr.consolidate_metadata(store)
+
+
+def _records_fs(dest: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+    return fs, f"{root.rstrip('/')}/{RECORDS}"
+
+
+def write_record(dest: str, storage_options: dict | None, name: str, start: int, stop: int, digest: str) -> None:
+    """Record band ``[start, stop)`` of ``name`` as written, with the checksum of its bytes."""
+    fs, root = _records_fs(dest, storage_options)
+    body = json.dumps({"array": name, "rows": [start, stop], "blake2b": digest}).encode()
+    fs.makedirs(f"{root}/{name}", exist_ok=True)
+    fs.pipe_file(f"{root}/{name}/{start}-{stop}.json", body)
+
+
+def read_records(dest: str, storage_options: dict | None) -> dict[tuple[str, int, int], str]:
+    """Every band record of the store: ``(array, start, stop) -> checksum``."""
+    fs, root = _records_fs(dest, storage_options)
+    try:
+        paths = fs.glob(f"{root}/*/*.json")
+    except FileNotFoundError:
+        return {}
+    records = {}
+    for path, body in fs.cat(paths).items() if paths else ():
+        record = json.loads(body)
+        records[(record["array"], *record["rows"])] = record["blake2b"]
+    return records
+
+
+def delete_record(dest: str, storage_options: dict | None, name: str, start: int, stop: int) -> None:
+    """Forget a band (after it was found damaged), so that the next convert rewrites it."""
+    fs, root = _records_fs(dest, storage_options)
+    fs.rm_file(f"{root}/{name}/{start}-{stop}.json")
+
+
+def provenance(dataset: str, pct: int, source: str, files: dict[str, int], fingerprint: dict) -> dict:
+    """Root attributes of a new store (status ``converting`` until every band is written)."""
+    return {
+        "dataset": dataset,
+        "pct": pct,
+        "source": source,
+        "source_files": files,
+        "dmstore_version": __version__,
+        "dmstore_status": "converting",
+        "dmstore_plan": fingerprint,
+    }
+
+
+def check_complete(attrs: dict, where: str) -> None:
+    """Refuse to trust a store whose conversion has not finished."""
+    if attrs.get("dmstore_status") == "converting":
+        raise DmstoreError(f"{where} is an unfinished conversion: run the same `dmstore convert` again to finish it")
