@@ -1,0 +1,218 @@
+"""Score datamodels on the held-out evaluation models: per-target Spearman (the LDS), Pearson, MSE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from dask.distributed import as_completed
+from scipy.stats import rankdata
+from tqdm.auto import tqdm
+
+from dmstore.cluster import dask_client
+from dmstore.datamodels import read_datamodels
+from dmstore.dataset import as_store
+from dmstore.dataset import open as open_store
+from dmstore.errors import DmstoreError
+from dmstore.predict import predict
+from dmstore.rows import band_size, model_bands
+
+MEMORY = 1 << 30  # bytes the client may use for one batch of targets
+BYTES_PER_CELL = 48  # gathered float32 predicted and true margins, float64 ranks and centred copies
+SAMPLE_QUANTILES = (0.1, 0.5, 0.9)  # targets whose margins the result keeps (by Spearman)
+
+
+def target_batch(n_eval: int, memory: int = MEMORY) -> int:
+    """Targets scored at once so that ``n_eval x batch x BYTES_PER_CELL`` stays within ``memory``."""
+    return max(1, memory // (BYTES_PER_CELL * max(n_eval, 1)))
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of ``a`` with the same column of ``b`` (NaN if constant)."""
+    a = np.asarray(a, dtype=np.float64)
+    a -= a.mean(axis=0)
+    b = np.asarray(b, dtype=np.float64)
+    b -= b.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("mt,mt->t", a, b) / np.sqrt(np.einsum("mt,mt->t", a, a) * np.einsum("mt,mt->t", b, b))
+
+
+def target_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """Per target (column): Spearman and Pearson correlation across models (rows), and the MSE.
+
+    Spearman ranks ties by their average rank, as ``scipy.stats.spearmanr`` does; a target whose
+    predicted or true margins are constant has no correlation (NaN).
+    """
+    return {
+        "spearman": pearson(rankdata(predicted, axis=0), rankdata(true, axis=0)),
+        "pearson": pearson(predicted, true),
+        "mse": np.mean((np.asarray(predicted, np.float64) - true) ** 2, axis=0),
+    }
+
+
+def _gather(client: Any, arrays: list[da.Array], bands: list, bar: tqdm) -> list[np.ndarray]:
+    """Compute row-chunked ``arrays`` band by band on the cluster into arrays on the client."""
+    offsets = np.cumsum([0, *map(band_size, bands)])
+    out = [np.empty((offsets[-1], a.shape[1]), dtype=a.dtype) for a in arrays]
+    where = [(i, k) for i in range(len(bands)) for k in range(len(arrays))]
+    futures = dict(zip(client.compute([arrays[k].blocks[i] for i, k in where]), where))
+    for future, block in as_completed(futures, with_results=True):
+        i, k = futures.pop(future)
+        out[k][offsets[i] : offsets[i + 1]] = block
+        if k == 0:
+            bar.update()
+    return out
+
+
+def evaluate(
+    store: Any,
+    target: str = "test",
+    *,
+    scheduler: Any = None,
+    plot: str | Path | None = None,
+    write: bool = True,
+    memory: int = MEMORY,
+    progress: bool = True,
+    storage_options: dict | None = None,
+) -> xr.Dataset:
+    """Score the ``target`` datamodels of a store on its evaluation models (``split == "eval"``).
+
+    For each target example t, the predicted margins ``mask @ weight[:, t] + bias[t]`` of the
+    evaluation models are compared with their true margins: Spearman and Pearson correlation
+    across models, and the mean squared error. The LDS (linear datamodeling score) is the mean
+    Spearman over targets (targets with no correlation, NaN, are left out of the means).
+
+    Predictions run on Dask, one task per shard-aligned band of evaluation rows. Memory: on a
+    worker, one band of masks (bool, all training examples) plus a ``[N_train, 512]`` float32
+    block of weights and the band's predictions; on the client, targets are scored in batches of
+    ``target_batch(n_eval, memory)`` so that at most ``memory`` bytes (48 per evaluation model
+    and target) hold one batch's margins, ranks and centred copies.
+
+    Parameters
+    ----------
+    store
+        Path, fsspec URL or zarr store with datamodels in ``datamodels/{target}``.
+    target
+        ``test`` or ``train``: which datamodels to score (against ``{target}_margins``).
+    scheduler
+        ``None`` (a local cluster), a scheduler address or a ``dask.distributed.Client``.
+    plot
+        Where to write a PNG (predicted vs true margins of a few targets, histograms of the
+        per-target correlations); no plot by default.
+    write
+        Write the result into the store's group ``evaluation/{target}``.
+    memory
+        Client bytes for one batch of targets.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``spearman``, ``pearson``, ``mse`` (``target``); ``predicted`` and ``true`` margins
+        (``model``, ``sample``) of the targets at the 10%, 50% and 90% quantiles of Spearman;
+        attributes ``lds``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``, ``n_targets``.
+    """
+    ds = open_store(store, storage_options=storage_options)
+    dm = read_datamodels(store, target, storage_options)
+    margins_name = f"{target}_margins"
+    if margins_name not in ds:
+        raise DmstoreError(f"the store has no {margins_name}: convert it with --arrays {margins_name}")
+    if dm.sizes["train"] != ds.sizes["train"]:
+        raise DmstoreError(
+            f"the datamodels have {dm.sizes['train']} training examples but the store has "
+            f"{ds.sizes['train']}: fit or import datamodels for this store"
+        )
+    targets = dm["target"].values
+    columns = ds.indexes[target].get_indexer(targets)
+    if (columns < 0).any():
+        raise DmstoreError(f"datamodel targets missing from the store's {target} examples: {targets[columns < 0][:5]}")
+    bands = model_bands(ds, "eval")
+    masks = da.concatenate([ds["train_masks"].data[band] for band in bands])
+    margins = da.concatenate([ds[margins_name].data[band] for band in bands])
+    n_eval = masks.shape[0]
+    batch = target_batch(n_eval, memory)
+    starts = range(0, len(targets), batch)
+    scores: dict[str, list[np.ndarray]] = {"spearman": [], "pearson": [], "mse": []}
+    with dask_client(scheduler) as client, tqdm(
+        total=len(starts) * len(bands), desc=f"evaluate {target}", unit="band", disable=not progress
+    ) as bar:
+        for start in starts:
+            cols = slice(start, start + batch)
+            predicted = predict(masks, dm["weight"].data[:, cols], dm["bias"].data[cols])
+            true = margins[:, columns[cols]].astype(np.float32)
+            for name, values in target_scores(*_gather(client, [predicted, true], bands, bar)).items():
+                scores[name].append(values)
+        result = xr.Dataset(
+            {name: ("target", np.concatenate(values)) for name, values in scores.items()},
+            coords={"target": targets},
+        )
+        samples = _sample_targets(result["spearman"].values)
+        predicted = predict(masks, dm["weight"].data[:, samples], dm["bias"].data[samples])
+        true = margins[:, columns[samples]].astype(np.float32)
+        predicted, true = client.compute([predicted, true], sync=True)
+    eval_models = np.concatenate([ds["model"].values[band] for band in bands])
+    result["predicted"] = (("model", "sample"), predicted)
+    result["true"] = (("model", "sample"), true)
+    result = result.assign_coords(model=eval_models, sample=targets[samples])
+    result.attrs = {
+        "target_split": target,
+        "lds": float(np.nanmean(result["spearman"])),
+        "mean_pearson": float(np.nanmean(result["pearson"])),
+        "mean_mse": float(np.nanmean(result["mse"])),
+        "n_eval_models": int(n_eval),
+        "n_targets": len(targets),
+    }
+    if write:
+        result.to_zarr(
+            store, group=f"evaluation/{target}", mode="w", zarr_format=3, consolidated=False,
+            storage_options=storage_options,
+        )
+        zarr.consolidate_metadata(as_store(store, storage_options))
+    if plot is not None:
+        plot_evaluation(result, plot)
+    return result
+
+
+def _sample_targets(spearman: np.ndarray) -> np.ndarray:
+    """Positions of the targets at the ``SAMPLE_QUANTILES`` of Spearman (distinct, in quantile order)."""
+    finite = np.flatnonzero(np.isfinite(spearman))
+    if finite.size == 0:
+        return np.arange(min(len(spearman), len(SAMPLE_QUANTILES)))
+    order = finite[np.argsort(spearman[finite], kind="stable")]
+    picks = np.round(np.asarray(SAMPLE_QUANTILES) * (order.size - 1)).astype(int)
+    return np.array(list(dict.fromkeys(order[picks].tolist())))
+
+
+def plot_evaluation(result: xr.Dataset, path: str | Path) -> Path:
+    """PNG: predicted vs true margins of the sample targets, and histograms of the correlations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result["sample"].values
+    fig, axes = plt.subplots(1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 3.8))
+    for ax, sample in zip(axes, samples):
+        true = result["true"].sel(sample=sample).values
+        predicted = result["predicted"].sel(sample=sample).values
+        ax.scatter(true, predicted, s=4, alpha=0.4)
+        ax.set_title(f"{result.attrs['target_split']} {sample}: Spearman {result['spearman'].sel(target=sample):.3f}")
+        ax.set_xlabel("true margin")
+        ax.set_ylabel("predicted margin")
+    hist = axes[-1]
+    for name in ("spearman", "pearson"):
+        values = result[name].values
+        hist.hist(values[np.isfinite(values)], bins=40, alpha=0.6, label=name)
+    hist.axvline(result.attrs["lds"], color="k", linestyle="--", label=f"LDS {result.attrs['lds']:.3f}")
+    hist.set_xlabel("correlation across evaluation models")
+    hist.set_ylabel("targets")
+    hist.legend()
+    fig.suptitle(f"{result.attrs['n_targets']} targets, {result.attrs['n_eval_models']} evaluation models")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
