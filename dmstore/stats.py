@@ -1,0 +1,175 @@
+"""Per-example summaries of a store, out of core: margin mean, variance and accuracy, mask frequency,
+and the difference-of-means influence estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from dask.distributed import as_completed
+from tqdm.auto import tqdm
+
+from dmstore.cluster import dask_client
+from dmstore.dataset import open as open_store
+from dmstore.errors import DmstoreError
+from dmstore.rows import model_bands
+
+SPLITS = ("train", "test")
+
+
+def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str = "test") -> xr.Dataset:
+    """Lazy sufficient statistics of the model rows of ``ds`` (one band), all additive over bands.
+
+    Returns ``n`` (models); per margins variable ``{split}_sum``, ``{split}_sumsq``,
+    ``{split}_positive`` (``split``); ``mask_count`` (``train``); with ``targets`` (example
+    indices of ``target``) also ``target_sum`` (``target``) and ``influence_in`` (``train``,
+    ``target``): the sum of the target's margins over the models whose subset holds the example.
+    """
+    sums = {"n": xr.DataArray(ds.sizes["model"])}
+    for split in SPLITS:
+        name = f"{split}_margins"
+        if name in ds:
+            margins = ds[name].astype(np.float64)
+            sums[f"{split}_sum"] = margins.sum("model")
+            sums[f"{split}_sumsq"] = (margins**2).sum("model")
+            sums[f"{split}_positive"] = (ds[name] > 0).sum("model")
+    sums["mask_count"] = ds["train_masks"].sum("model")
+    if targets is not None:
+        y = ds[f"{target}_margins"].sel({target: list(targets)}).astype(np.float64).rename({target: "target"})
+        sums["target_sum"] = y.sum("model")
+        sums["influence_in"] = xr.dot(ds["train_masks"].astype(np.float64), y, dim="model")
+    return xr.Dataset(sums)
+
+
+def finalize(sums: xr.Dataset) -> xr.Dataset:
+    """Per-example statistics from the summed :func:`band_sums` of all bands.
+
+    ``{split}_mean``, ``{split}_var`` (population variance, ddof 0) and ``{split}_accuracy``
+    (share of models with margin > 0); ``mask_frequency`` (share of models whose subset holds
+    the training example); ``influence`` (``train``, ``target``): mean target margin over models
+    holding the example minus the mean over models without it (NaN if either set is empty).
+    """
+    n = sums["n"]
+    out = {}
+    for split in SPLITS:
+        if f"{split}_sum" in sums:
+            mean = sums[f"{split}_sum"] / n
+            out[f"{split}_mean"] = mean
+            out[f"{split}_var"] = np.maximum(sums[f"{split}_sumsq"] / n - mean**2, 0.0)
+            out[f"{split}_accuracy"] = sums[f"{split}_positive"] / n
+    count = sums["mask_count"]
+    out["mask_frequency"] = count / n
+    if "influence_in" in sums:
+        inside = sums["influence_in"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["influence"] = inside / count - (sums["target_sum"] - inside) / (n - count)
+    return xr.Dataset(out)
+
+
+def mask_z(frequency: np.ndarray, pct: float, n: int) -> np.ndarray:
+    """z-scores of mask column frequencies against the subsampling fraction ``pct`` (percent)."""
+    p = pct / 100
+    return (np.asarray(frequency) - p) / np.sqrt(p * (1 - p) / n)
+
+
+def stats(
+    store: Any,
+    *,
+    models: str = "all",
+    targets: Sequence[int] | None = None,
+    target: str = "test",
+    scheduler: Any = None,
+    progress: bool = True,
+    storage_options: dict | None = None,
+) -> xr.Dataset:
+    """Per-example statistics of a store in one pass over shard-aligned bands of model rows.
+
+    Each band is reduced on Dask to its :func:`band_sums`; the client adds them up as they
+    arrive, so the client holds two sets of sums: ``N_train x (4 + len(targets))`` and
+    ``N_test x 3`` float64 numbers each. A worker holds one shard of each array (as float64).
+
+    Parameters
+    ----------
+    store
+        Path, fsspec URL or zarr store.
+    models
+        ``all``, ``fit`` or ``eval``: which model rows to summarise.
+    targets, target
+        Example indices of the ``target`` split whose difference-of-means influence of every
+        training example is estimated (none by default).
+    scheduler
+        ``None`` (a local cluster), a scheduler address or a ``dask.distributed.Client``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The variables of :func:`finalize`; attributes ``models``, ``n_models``, ``pct`` and
+        ``mask_max_z`` (largest |z| of a mask frequency against ``pct``) where ``pct`` is known.
+    """
+    ds = open_store(store, storage_options=storage_options)
+    if targets is not None:
+        if f"{target}_margins" not in ds:
+            raise DmstoreError(f"the store has no {target}_margins to estimate influence on")
+        missing = np.setdiff1d(targets, ds[target].values)
+        if missing.size:
+            raise DmstoreError(f"no {target} examples {missing[:5].tolist()} in the store")
+    bands = model_bands(ds, models)
+    total = None
+    with dask_client(scheduler) as client:
+        futures = client.compute([band_sums(ds.isel(model=band), targets, target) for band in bands])
+        for _, part in tqdm(
+            as_completed(futures, with_results=True), total=len(futures), desc="stats", unit="band",
+            disable=not progress,
+        ):
+            total = part if total is None else total + part
+    result = finalize(total)
+    result.attrs = {"models": models, "n_models": int(total["n"])}
+    if "pct" in ds.attrs:
+        z = mask_z(result["mask_frequency"].values, ds.attrs["pct"], int(total["n"]))
+        result.attrs.update(pct=ds.attrs["pct"], mask_max_z=float(np.abs(z).max()))
+    return result
+
+
+def plot_stats(result: xr.Dataset, path: str | Path) -> Path:
+    """PNG: histograms of per-example mean margin, accuracy and mask frequency; sorted influence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for split in SPLITS:
+        if f"{split}_mean" in result:
+            axes[0].hist(result[f"{split}_mean"].values, bins=50, alpha=0.6, label=split)
+            axes[1].hist(result[f"{split}_accuracy"].values, bins=50, alpha=0.6, label=split)
+    axes[0].set_xlabel("mean margin of an example")
+    axes[1].set_xlabel("accuracy of an example (margin > 0)")
+    axes[2].hist(result["mask_frequency"].values, bins=50)
+    if "pct" in result.attrs:
+        axes[2].axvline(result.attrs["pct"] / 100, color="k", linestyle="--", label=f"pct {result.attrs['pct']}")
+    axes[2].set_xlabel("share of subsets holding a training example")
+    for ax in axes[:3]:
+        ax.set_ylabel("examples")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    if "influence" in result:
+        for t in result["target"].values[:5]:
+            axes[3].plot(np.sort(result["influence"].sel(target=t).values)[::-1], label=f"target {t}")
+        axes[3].set_xlabel("training examples, by influence")
+        axes[3].set_ylabel("difference of mean margins")
+        axes[3].legend()
+    else:
+        for split in SPLITS:
+            if f"{split}_var" in result:
+                axes[3].hist(np.sqrt(result[f"{split}_var"].values), bins=50, alpha=0.6, label=split)
+        axes[3].set_xlabel("std of an example's margin")
+        axes[3].legend()
+    fig.suptitle(f"{result.attrs['n_models']} models ({result.attrs['models']})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
