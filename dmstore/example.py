@@ -1,0 +1,396 @@
+"""A real, small datamodels experiment made offline, in the published bucket's layout.
+
+``make_example(out, "digits", pct=50, models=20000, eval_models=2000)`` trains many small MLPs,
+each on its own random ``pct``% subset of the training examples, and writes
+``out/digits/data/{train_masks,train_margins,test_margins,train_logits,test_logits}_50pct.npy``
+plus ``train_labels.npy``, ``test_labels.npy`` and ``classes.json``: the same names, dtypes,
+shapes and row order as ``madrylab-datamodels/{ds}/data/`` (the evaluation models are the last
+``eval_models`` rows, drawn and trained exactly like the others).
+
+Rows are written into memory-mapped ``.npy`` files batch by batch; ``out/digits/example_50pct.json``
+records the parameters and the rows done, so running the same call again resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dmstore.errors import DmstoreError
+
+KINDS = ("train_masks", "train_margins", "test_margins", "train_logits", "test_logits")
+BATCH_MODELS = 500  # models trained together; fixed, so that batch boundaries never move
+HIDDEN = 32  # hidden units of the one-hidden-layer MLP
+STEPS = 50  # full-batch Adam steps
+LR = 0.02  # Adam learning rate
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """A dataset's fixed train and test examples, features standardised on the train examples.
+
+    ``train_index``/``test_index`` are the examples' positions in the source (e.g. in
+    ``sklearn.datasets.load_digits()``), so that images can be looked up later.
+    """
+
+    name: str
+    x_train: np.ndarray  # [N_train, d] float32
+    y_train: np.ndarray  # [N_train] int64
+    x_test: np.ndarray  # [N_test, d] float32
+    y_test: np.ndarray  # [N_test] int64
+    classes: tuple[str, ...]
+    train_index: np.ndarray  # [N_train] int64
+    test_index: np.ndarray  # [N_test] int64
+    description: str
+
+
+def load_digits_split() -> DataSplit:
+    """scikit-learn's bundled digits (1797 8x8 images, 10 classes): 1000 train, 797 test.
+
+    The split is stratified by class with ``train_test_split(train_size=1000,
+    random_state=0)``; both index lists are sorted, so examples keep the source order.
+    Pixels are standardised with the train examples' mean and standard deviation
+    (constant pixels are only centred).
+    """
+    _require("sklearn")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    labels = digits.target.astype(np.int64)
+    train, test = train_test_split(
+        np.arange(len(labels)), train_size=1000, stratify=labels, random_state=0
+    )
+    train, test = np.sort(train).astype(np.int64), np.sort(test).astype(np.int64)
+    x = digits.data.astype(np.float32)
+    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+    x = (x - mean) / np.where(std > 0, std, 1.0).astype(np.float32)
+    return DataSplit(
+        name="digits",
+        x_train=np.ascontiguousarray(x[train]),
+        y_train=labels[train],
+        x_test=np.ascontiguousarray(x[test]),
+        y_test=labels[test],
+        classes=tuple(str(c) for c in range(10)),
+        train_index=train,
+        test_index=test,
+        description="sklearn load_digits; stratified train_test_split(train_size=1000, "
+        "random_state=0), sorted; standardised on train",
+    )
+
+
+# bundled datasets ``dmstore example`` can use, by name
+DATASETS: dict[str, Callable[[], DataSplit]] = {"digits": load_digits_split}
+
+
+def subset_size(pct: int, n_train: int) -> int:
+    """How many training examples a model sees: ``pct``% of ``n_train``, rounded half up."""
+    return (pct * n_train + 50) // 100
+
+
+def margins_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Correct-class margins: the correct logit minus the largest other logit, as float16.
+
+    Parameters
+    ----------
+    logits
+        ``[..., N, C]`` logits of any float dtype (computed in float32).
+    labels
+        ``[N]`` correct classes.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    labels = np.asarray(labels)
+    if x.ndim < 2 or x.shape[-1] < 2 or labels.shape != x.shape[-2:-1]:
+        raise DmstoreError(
+            f"logits {x.shape} and labels {labels.shape} do not match: need [..., N, C>=2] and [N]"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= x.shape[-1]):
+        raise DmstoreError(f"labels must lie in 0..{x.shape[-1] - 1}")
+    at = np.broadcast_to(labels[:, None], x.shape[:-1] + (1,))
+    correct = np.take_along_axis(x, at, axis=-1)[..., 0]
+    others = x.copy()
+    np.put_along_axis(others, at, -np.inf, axis=-1)
+    return (correct - others.max(axis=-1)).astype(np.float16)
+
+
+def draw_model(
+    seed: int, row: int, n_train: int, k: int, n_features: int, n_classes: int, hidden: int = HIDDEN
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The random draws of model ``row``: its training subset and its initial MLP parameters.
+
+    They depend only on ``(seed, row)``: the generator is seeded with
+    ``SeedSequence([seed, row])``; the subset is ``k`` sorted indices drawn without
+    replacement from ``range(n_train)``, then ``w1 [d, H], b1 [1, H], w2 [H, C], b2 [1, C]``
+    (float32) are uniform in ``±1/sqrt(fan_in)``, as PyTorch initialises ``nn.Linear``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, row]))
+    subset = np.sort(rng.choice(n_train, size=k, replace=False))
+    layers = [((n_features, hidden), n_features), ((1, hidden), n_features)]
+    layers += [((hidden, n_classes), hidden), ((1, n_classes), hidden)]
+    params = [
+        (rng.uniform(-1.0, 1.0, size=shape) / np.sqrt(fan_in)).astype(np.float32)
+        for shape, fan_in in layers
+    ]
+    return subset, params
+
+
+def train_models(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_eval: np.ndarray,
+    subsets: np.ndarray,
+    init: list[np.ndarray],
+    *,
+    steps: int = STEPS,
+    lr: float = LR,
+) -> np.ndarray:
+    """Train B MLPs at once, each on its own subset; return their logits on ``x_eval``.
+
+    Each model minimises the mean cross-entropy over its ``k`` subset examples with ``steps``
+    full-batch Adam steps; the B models are one stack of tensors (``baddbmm``).
+
+    Parameters
+    ----------
+    subsets
+        ``[B, k]`` indices into ``x_train`` of each model's training examples.
+    init
+        ``w1 [B, d, H], b1 [B, 1, H], w2 [B, H, C], b2 [B, 1, C]`` float32.
+
+    Returns
+    -------
+    ``[B, len(x_eval), C]`` float32 logits. Memory: about
+    ``4 * B * (k * (d + 4 H + 4 C) + len(x_eval) * (H + C))`` bytes.
+    """
+    torch = _require("torch")
+    nn_f = torch.nn.functional
+    xs = torch.from_numpy(x_train)[torch.from_numpy(subsets)]
+    ys = torch.from_numpy(y_train)[torch.from_numpy(subsets)].flatten()
+    params = [torch.from_numpy(p).requires_grad_() for p in init]
+    w1, b1, w2, b2 = params
+    optimizer = torch.optim.Adam(params, lr=lr)
+    k = subsets.shape[1]
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        logits = torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, xs, w1)), w2)
+        loss = nn_f.cross_entropy(logits.flatten(0, 1), ys, reduction="sum") / k
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        x = torch.from_numpy(x_eval).expand(len(subsets), -1, -1)
+        return torch.baddbmm(b2, torch.baddbmm(b1, x, w1).relu_(), w2).numpy()
+
+
+def make_example(
+    out: str | Path,
+    dataset: str = "digits",
+    *,
+    pct: int = 50,
+    models: int = 20000,
+    eval_models: int = 2000,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Train ``models + eval_models`` MLPs on random ``pct``% subsets; write the bucket layout.
+
+    Writes ``out/{dataset}/data/{kind}_{pct}pct.npy`` for every kind in :data:`KINDS`
+    (masks bool ``[M, N_train]``, margins float16 ``[M, N]``, logits float16 ``[M, N, C]``,
+    ``.npy`` version 1.0, C order) plus ``train_labels.npy``, ``test_labels.npy`` (int64) and
+    ``classes.json``. Row ``r`` depends only on ``(seed, r)`` and on its batch of
+    :data:`BATCH_MODELS` rows (fixed boundaries), so the same call gives the same bytes;
+    margins are computed from the stored float16 logits.
+
+    A run records its parameters and finished rows in ``out/{dataset}/example_{pct}pct.json``
+    after each batch is flushed; the same call again resumes there. Other parameters for an
+    existing ``pct`` raise :class:`DmstoreError` unless ``overwrite``.
+
+    Memory is bounded by one batch of :data:`BATCH_MODELS` models, independent of ``models``:
+    about ``4 * BATCH_MODELS * (k * (d + 4 H + 4 C) + N * (H + 3 C))`` bytes of tensors; for
+    digits the measured peak RSS is about 1 GB in all, of which ~0.36 GB is Python and torch.
+
+    Parameters
+    ----------
+    on_batch
+        Called as ``on_batch(start, stop)`` after rows ``start:stop`` are on disk and recorded.
+
+    Returns
+    -------
+    The dataset folder ``out/{dataset}``.
+    """
+    if dataset not in DATASETS:
+        raise DmstoreError(f"unknown example dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    if not 1 <= pct <= 99:
+        raise DmstoreError(f"--pct must be an integer percentage in 1..99, not {pct}")
+    if models < 1:
+        raise DmstoreError(f"--models must be at least 1, not {models}")
+    if eval_models < 0:
+        raise DmstoreError(f"--eval-models must be 0 or more, not {eval_models}")
+    if seed < 0:
+        raise DmstoreError(f"--seed must be 0 or more, not {seed}")
+    _require("torch")
+    split = DATASETS[dataset]()
+    rows = models + eval_models
+    n_train, n_test, n_classes = len(split.y_train), len(split.y_test), len(split.classes)
+    k = subset_size(pct, n_train)
+    params = {
+        "format": RECORD_FORMAT,
+        "dataset": dataset,
+        "split": split.description,
+        "pct": pct,
+        "subset_size": k,
+        "models": models,
+        "eval_models": eval_models,
+        "seed": seed,
+        "batch_models": BATCH_MODELS,
+        "model": {"kind": "mlp", "hidden": HIDDEN, "optimizer": "adam", "steps": STEPS, "lr": LR},
+    }
+    folder = Path(out) / dataset
+    data = folder / "data"
+    record_path = folder / f"example_{pct}pct.json"
+    paths = {kind: data / f"{kind}_{pct}pct.npy" for kind in KINDS}
+    layout = {
+        "train_masks": ((rows, n_train), np.bool_),
+        "train_margins": ((rows, n_train), np.float16),
+        "test_margins": ((rows, n_test), np.float16),
+        "train_logits": ((rows, n_train, n_classes), np.float16),
+        "test_logits": ((rows, n_test, n_classes), np.float16),
+    }
+    if overwrite:
+        for path in [record_path, *paths.values()]:
+            path.unlink(missing_ok=True)
+    done = _rows_done(record_path, params, paths, layout)
+
+    data.mkdir(parents=True, exist_ok=True)
+    _save_npy(data / "train_labels.npy", split.y_train)
+    _save_npy(data / "test_labels.npy", split.y_test)
+    (data / "classes.json").write_text(json.dumps(list(split.classes)) + "\n")
+    if done == 0:
+        for kind, (shape, dtype) in layout.items():
+            np.lib.format.open_memmap(
+                paths[kind], mode="w+", dtype=dtype, shape=shape, version=(1, 0)
+            ).flush()
+        _write_record(record_path, params, 0)
+
+    x_eval = np.concatenate([split.x_train, split.x_test])
+    labels = np.concatenate([split.y_train, split.y_test])
+    bar = tqdm(total=rows, initial=done, unit="model", desc=f"{dataset} {pct}%", disable=not progress)
+    with bar, _torch_threads():
+        for start in range(done, rows, BATCH_MODELS):
+            stop = min(start + BATCH_MODELS, rows)
+            draws = [
+                draw_model(seed, r, n_train, k, split.x_train.shape[1], n_classes)
+                for r in range(start, stop)
+            ]
+            subsets = np.stack([subset for subset, _ in draws])
+            init = [np.stack(layer) for layer in zip(*(params for _, params in draws))]
+            logits = train_models(split.x_train, split.y_train, x_eval, subsets, init)
+            logits16 = logits.astype(np.float16)
+            del logits
+            margins = margins_from_logits(logits16, labels)
+            masks = np.zeros((stop - start, n_train), dtype=bool)
+            np.put_along_axis(masks, subsets, True, axis=1)
+            batch = {
+                "train_masks": masks,
+                "train_margins": margins[:, :n_train],
+                "test_margins": margins[:, n_train:],
+                "train_logits": logits16[:, :n_train],
+                "test_logits": logits16[:, n_train:],
+            }
+            for kind, values in batch.items():
+                array = np.lib.format.open_memmap(paths[kind], mode="r+")
+                array[start:stop] = values
+                array.flush()
+                del array
+            _write_record(record_path, params, stop)
+            bar.update(stop - start)
+            if on_batch is not None:
+                on_batch(start, stop)
+    return folder
+
+
+def _rows_done(
+    record_path: Path,
+    params: dict[str, Any],
+    paths: dict[str, Path],
+    layout: dict[str, tuple[tuple[int, ...], type]],
+) -> int:
+    """Rows already written by an earlier run of the same call (0 for a fresh start)."""
+    if not record_path.exists():
+        existing = [p.name for p in paths.values() if p.exists()]
+        if existing:
+            raise DmstoreError(
+                f"{existing[0]} in {record_path.parent / 'data'} was not made by dmstore example; "
+                "use another folder or pass --overwrite to replace it"
+            )
+        return 0
+    record = json.loads(record_path.read_text())
+    if record.get("params") != params:
+        old = record.get("params", {})
+        changed = sorted(key for key in params if old.get(key) != params[key])
+        raise DmstoreError(
+            f"{record_path.parent} holds a {params['pct']}% example made with other parameters "
+            f"({', '.join(changed) or 'format'} differ); use another folder or pass --overwrite"
+        )
+    done = int(record["rows_done"])
+    if done == 0:
+        return 0
+    for kind, (shape, dtype) in layout.items():
+        try:
+            array = np.load(paths[kind], mmap_mode="r")
+        except (FileNotFoundError, ValueError) as exc:
+            raise DmstoreError(
+                f"cannot resume: {paths[kind]} is unreadable ({exc}); pass --overwrite to start again"
+            ) from None
+        if array.shape != shape or array.dtype != dtype:
+            raise DmstoreError(
+                f"cannot resume: {paths[kind]} is {array.dtype}{list(array.shape)}, expected "
+                f"{np.dtype(dtype)}{list(shape)}; pass --overwrite to start again"
+            )
+        del array
+    return done
+
+
+def _write_record(path: Path, params: dict[str, Any], rows_done: int) -> None:
+    """Atomically replace the progress record."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"params": params, "rows_done": rows_done}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` as a version 1.0 ``.npy`` file."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, np.ascontiguousarray(array), version=(1, 0))
+
+
+@contextmanager
+def _torch_threads() -> Iterator[None]:
+    """Use one torch thread per CPU core this process may run on, then restore the setting."""
+    torch = _require("torch")
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, cores or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _require(module: str) -> Any:
+    """Import an optional dependency of the example, or say how to install it."""
+    try:
+        return __import__(module)
+    except ImportError:
+        raise DmstoreError(
+            f"dmstore example needs {module}: pip install 'dmstore[example]'", exit_code=1
+        ) from None
