@@ -14,5 +14,6 @@ warnings.filterwarnings("ignore", message="Object at _dmstore is not recognized"
 from dmstore.dataset import open  # noqa: E402
 from dmstore.datamodels import read_datamodels, write_datamodels  # noqa: E402
 from dmstore.errors import DmstoreError  # noqa: E402
+import dmstore.accessor  # noqa: E402,F401  (registers the ``ds.dm`` accessor)
 
 __all__ = ["DmstoreError", "__version__", "open", "read_datamodels", "write_datamodels"]

@@ -53,7 +53,7 @@ def open(store: Any, *, storage_options: dict | None = None, group: str | None =
         A group inside the store (e.g. ``datamodels/test``); the root by default.
     """
     chunks = shard_chunks(store, storage_options) if group is None else {}
-    return xr.open_zarr(
+    ds = xr.open_zarr(
         store,
         group=group,
         chunks=chunks or None,
@@ -62,3 +62,6 @@ def open(store: Any, *, storage_options: dict | None = None, group: str | None =
         storage_options=storage_options,
         mask_and_scale=False,
     )
+    # where the Dataset came from, for the ``ds.dm`` accessor to find the datamodels groups
+    ds.encoding.update(dmstore_store=store, dmstore_storage_options=storage_options)
+    return ds
