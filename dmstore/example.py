@@ -269,6 +269,8 @@ def make_example(
         for path in [record_path, *paths.values()]:
             path.unlink(missing_ok=True)
     done = _rows_done(record_path, params, paths, layout)
+    if done == rows:
+        return folder
 
     data.mkdir(parents=True, exist_ok=True)
     _save_npy(data / "train_labels.npy", split.y_train)
