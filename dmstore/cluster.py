@@ -49,7 +49,7 @@ def dask_client(
         threads_per_worker=1,
         processes=True,
         memory_limit=memory_limit if memory_limit is not None else 0,
-        dashboard_address=None,
+        dashboard_address=":0",
         host="127.0.0.1",
     )
     with cluster, Client(cluster) as client:

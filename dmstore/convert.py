@@ -192,7 +192,10 @@ def convert_band(source: Source, key: str, offset: int, plan: ArrayPlan, dest: s
     data = source.read(key, begin, begin + (stop - start) * plan.row_bytes)
     band = np.frombuffer(data, dtype=plan.dtype).reshape((stop - start, *plan.shape[1:]))
     array = zarr.open_array(as_store(dest, dest_options), path=plan.name, mode="r+")
+    block = (start - plan.rows[0]) // plan.shards[0]
     try:
+        # this task owns shard row-block `block`: drop what an earlier try left, then write it whole
+        store.delete_shards(dest, dest_options, plan.name, block)
         array[start - plan.rows[0] : stop - plan.rows[0]] = band
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

@@ -42,12 +42,15 @@ def create_skeleton(
     dest: str, plans: Iterable[ArrayPlan], coords: dict[str, Any], attrs: dict, storage_options: dict | None
 ) -> None:
     """Write metadata and coordinates of an empty store; the data arrays are left unwritten."""
+    plans = list(plans)
     variables, encoding = {}, {}
     for p in plans:
         n_models = p.rows[1] - p.rows[0]
         shape = (n_models, *p.shape[1:])
         variables[p.name] = (dims(p.name), da.empty(shape, dtype=p.dtype, chunks=(p.shards[0], *shape[1:])))
         encoding[p.name] = {"chunks": p.chunks, "shards": p.shards, "compressors": [codec(p.dtype)], "_FillValue": None}
+    rows = min(p.shards[0] for p in plans)
+    encoding["split"] = {"chunks": (rows,)}  # Dask chunks of the coordinate follow the shards
     ds = xr.Dataset(variables, coords=coords, attrs=attrs)
     ds.to_zarr(
         as_store(dest, storage_options), mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding
@@ -68,6 +71,14 @@ def set_root_attrs(dest: str, storage_options: dict | None, attrs: dict) -> None
     store = as_store(dest, storage_options)
     zarr.open_group(store, mode="r+").attrs.update(attrs)
     zarr.consolidate_metadata(store)
+
+
+def delete_shards(dest: str, storage_options: dict | None, name: str, block: int) -> None:
+    """Delete the shards of row-block ``block`` of ``name`` (keys ``{name}/c/{block}/...``)."""
+    fs, root = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+    path = f"{root.rstrip('/')}/{name}/c/{block}"
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _records_fs(dest: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real S3 server (moto) on loopback, and sources in the published layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+
+BUCKET = "madrylab-datamodels"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1; the AWS environment points at it (Dask workers inherit it)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL_S3=endpoint)
+    yield endpoint
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint):
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+def write_layout(root: Path, dataset: str = "toy", pct: int = 50, models: int = 5000, n_train: int = 700,
+                 n_test: int = 300, seed: int = 0, logits: bool = False) -> dict[str, np.ndarray]:
+    """Write matrices in the bucket's layout under ``root``; return them by store name."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_masks": rng.random((models, n_train)) < pct / 100,
+        "train_margins": rng.standard_normal((models, n_train)).astype(np.float16),
+        "test_margins": rng.standard_normal((models, n_test)).astype(np.float16),
+    }
+    if logits:
+        arrays["train_logits"] = rng.standard_normal((models, n_train, 10)).astype(np.float16)
+        arrays["test_logits"] = rng.standard_normal((models, n_test, 10)).astype(np.float16)
+    folder = root / dataset / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        np.save(folder / f"{name}_{pct}pct.npy", array)
+    return arrays
+
+
+def upload(s3_client, root: Path, bucket: str = BUCKET) -> str:
+    """Upload a local layout folder into ``bucket`` (created if needed); return ``s3://bucket``."""
+    existing = {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+    if bucket not in existing:
+        s3_client.create_bucket(Bucket=bucket)
+    for path in root.rglob("*"):
+        if path.is_file():
+            s3_client.upload_file(str(path), bucket, path.relative_to(root).as_posix())
+    return f"s3://{bucket}"
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """A small random source in the published layout on local disk, and its matrices."""
+    root = tmp_path / "source"
+    return root, write_layout(root)

@@ -1,0 +1,239 @@
+"""dmstore convert: exact values, S3 (moto on loopback), requester pays on the wire, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import dmstore
+from dmstore.cli import main
+from dmstore.convert import convert
+from dmstore.errors import DmstoreError
+from dmstore.source import Source
+from dmstore.verify import verify
+
+from conftest import BUCKET, upload, write_layout
+
+
+def assert_store_equals(path, arrays: dict[str, np.ndarray], rows=slice(None)):
+    ds = xr.open_zarr(path, zarr_format=3)  # plain xarray, no dmstore needed
+    for name, array in arrays.items():
+        assert ds[name].dtype == array.dtype
+        np.testing.assert_array_equal(ds[name].values, array[rows])
+
+
+def test_local_folder_exact_and_labelled(layout, tmp_path):
+    root, arrays = layout
+    dest = str(tmp_path / "toy.zarr")
+    convert(str(root), dest, "toy", 50, eval_rows=1000, progress=False)
+    assert_store_equals(dest, arrays)
+    ds = dmstore.open(dest)
+    assert ds.train_masks.dims == ("model", "train") and ds.test_margins.dims == ("model", "test")
+    assert list(ds.split.values[:4000]) == ["fit"] * 4000 and set(ds.split.values[4000:]) == {"eval"}
+    np.testing.assert_array_equal(ds.model.values, np.arange(5000))
+    # Dask chunks are whole shards
+    assert ds.train_masks.chunks[0][0] == zarr.open_array(dest, path="train_masks").shards[0]
+    assert ds.attrs["dataset"] == "toy" and ds.attrs["pct"] == 50 and ds.attrs["dmstore_status"] == "complete"
+    assert set(ds.attrs["dmstore_bands"]) == set(arrays)
+    assert verify(dest, progress=False) == []
+    assert verify(dest, source=str(root), progress=False) == []
+
+
+def test_model_range_and_logits(tmp_path):
+    root = tmp_path / "source"
+    arrays = write_layout(root, models=3000, n_train=300, n_test=200, logits=True)
+    dest = str(tmp_path / "part.zarr")
+    convert(str(root), dest, "toy", 50, arrays=("masks", "margins", "logits"), models="700:2900", eval_rows=500, progress=False)
+    assert_store_equals(dest, arrays, slice(700, 2900))
+    ds = dmstore.open(dest)
+    np.testing.assert_array_equal(ds.model.values, np.arange(700, 2900))
+    assert int((ds.split == "eval").sum()) == 400  # rows 2500:2900 of the evaluation rows 2500:3000
+    assert ds.train_logits.dims == ("model", "train", "class")
+
+
+def test_s3_source_on_a_local_cluster(s3_client, tmp_path):
+    root = tmp_path / "source"
+    arrays = write_layout(root, dataset="cifar", models=10_500, n_train=400, n_test=100)
+    url = upload(s3_client, root)
+    dest = str(tmp_path / "cifar.zarr")
+    plan = convert(url, dest, "cifar", 50, progress=False)  # catalogued: the last 10,000 rows evaluate
+    assert plan.n_workers >= 1
+    assert_store_equals(dest, arrays)
+    assert int((dmstore.open(dest).split == "fit").sum()) == 500
+    assert dmstore.open(dest).attrs["source_files"] == {
+        f"s3://{BUCKET}/cifar/data/{name}_50pct.npy": os.path.getsize(root / f"cifar/data/{name}_50pct.npy")
+        for name in arrays
+    }
+
+
+def test_requester_pays_header_on_the_wire(s3_client, tmp_path):
+    root = tmp_path / "source"
+    write_layout(root, dataset="rp", models=50, n_train=20, n_test=10)
+    upload(s3_client, root)
+    seen = []
+
+    def record(request, **_):
+        seen.append(request.headers.get("x-amz-request-payer"))
+
+    for pays, expected in ((None, b"requester"), (False, None)):  # published bucket: on by default
+        source = Source(f"s3://{BUCKET}", requester_pays=pays)
+        source.fs.connect()
+        source.fs.s3.meta.events.register("before-send.s3", record)
+        seen.clear()
+        header = source.header("rp/data/train_masks_50pct.npy")
+        source.read("rp/data/train_masks_50pct.npy", header.offset, header.offset + header.row_bytes)
+        assert seen and all(value == expected for value in seen)
+
+
+def test_resume_skips_recorded_bands_and_repairs_a_forgotten_one(layout, tmp_path):
+    root, arrays = layout
+    dest = tmp_path / "toy.zarr"
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    records = sorted((dest / "_dmstore/bands/train_margins").iterdir())
+    stamp = {p: p.stat().st_mtime_ns for p in records}
+    # damage one band's shard and forget its record: a resume rewrites exactly that band
+    shard = sorted((dest / "train_margins/c").rglob("*"))[-1]
+    shard.write_bytes(b"\0" * shard.stat().st_size)
+    assert records[-1].name == "4096-5000.json" and shard.relative_to(dest).parts[-2:] == ("2", "0")
+    records[-1].unlink()
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    assert_store_equals(str(dest), arrays)
+    assert all(p.stat().st_mtime_ns == stamp[p] for p in records[:-1])
+
+
+def test_dry_run_reads_no_data_and_writes_nothing(layout, tmp_path, capsys):
+    root, _ = layout
+    dest = tmp_path / "dry.zarr"
+    assert main([ "convert", str(root), str(dest), "--dataset", "toy", "--pct", "50", "--eval-rows", "1000", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "train_masks" in out and "store about" in out and "dry run" in out
+    assert not dest.exists()
+
+
+def test_dry_run_prices_s3(s3_client, tmp_path, capsys):
+    root = tmp_path / "source"
+    write_layout(root, dataset="cifar", models=10_001, n_train=10, n_test=5)
+    url = upload(s3_client, root)
+    assert main(["convert", url, str(tmp_path / "x.zarr"), "--dataset", "cifar", "--pct", "50", "--dry-run"]) == 0
+    assert "AWS cost about $" in capsys.readouterr().out
+
+
+def test_datamodels_round_trip_through_pt(layout, tmp_path):
+    torch = pytest.importorskip("torch")
+    root, _ = layout
+    rng = np.random.default_rng(1)
+    published = {"weight": torch.from_numpy(rng.standard_normal((700, 300)).astype(np.float32)),
+                 "bias": torch.from_numpy(rng.standard_normal(300).astype(np.float32)),
+                 "lam": torch.from_numpy(rng.random(300).astype(np.float32))}
+    (root / "toy/datamodels").mkdir()
+    torch.save(published, root / "toy/datamodels/test_50pct.pt")
+    dest = str(tmp_path / "dm.zarr")
+    convert(str(root), dest, "toy", 50, arrays=("masks", "datamodels"), eval_rows=1000, progress=False)
+    dm = dmstore.read_datamodels(dest, "test")
+    np.testing.assert_array_equal(dm.weight.values, published["weight"].numpy())
+    out = tmp_path / "out.pt"
+    assert main(["export", dest, str(out), "--target", "test"]) == 0
+    again = torch.load(out, weights_only=True)
+    for key in ("weight", "bias", "lam"):
+        assert again[key].dtype == published[key].dtype
+        assert torch.equal(again[key], published[key])
+
+
+# ---- bad input: one clear line, exit code 2, nothing trusted left behind ----
+
+def cli_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("dmstore: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def convert_args(root, dest, *extra):
+    return ["convert", str(root), str(dest), "--dataset", "toy", "--pct", "50", "--eval-rows", "1000", "--no-progress", *extra]
+
+
+def test_missing_key(layout, tmp_path, capsys):
+    root, _ = layout
+    (root / "toy/data/test_margins_50pct.npy").unlink()
+    err = cli_error(capsys, convert_args(root, tmp_path / "d.zarr"))
+    assert "test_margins_50pct.npy does not exist" in err
+    assert not (tmp_path / "d.zarr").exists()
+
+
+def test_wrong_bucket(s3_endpoint, tmp_path, capsys):
+    err = cli_error(capsys, convert_args("s3://no-such-bucket-here", tmp_path / "d.zarr"))
+    assert "does not exist" in err
+
+
+def test_no_credentials(s3_endpoint, layout, tmp_path, capsys, monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    err = cli_error(capsys, convert_args(f"s3://{BUCKET}", tmp_path / "d.zarr"))
+    assert "no AWS credentials" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "array", "message"),
+    [
+        ("train_masks", np.zeros((5000, 700), dtype=bool, order="F"), "Fortran-ordered"),
+        ("train_margins", np.zeros((5000, 700), dtype=np.float32), "dtype float32"),
+        ("test_margins", np.zeros((5000,), dtype=np.float16), "expected 2 dimensions"),
+        ("train_margins", np.zeros((4999, 700), dtype=np.float16), "different numbers of models"),
+    ],
+)
+def test_bad_matrices(layout, tmp_path, capsys, name, array, message):
+    root, _ = layout
+    np.save(root / f"toy/data/{name}_50pct.npy", array)
+    err = cli_error(capsys, convert_args(root, tmp_path / "d.zarr"))
+    assert message in err
+    assert not (tmp_path / "d.zarr").exists()
+
+
+def test_truncated_npy(layout, tmp_path, capsys):
+    root, _ = layout
+    path = root / "toy/data/train_margins_50pct.npy"
+    os.truncate(path, path.stat().st_size - 1000)
+    assert "is truncated" in cli_error(capsys, convert_args(root, tmp_path / "d.zarr"))
+
+
+def test_destination_holding_another_dataset(layout, tmp_path, capsys):
+    root, _ = layout
+    dest = tmp_path / "d.zarr"
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    other = tmp_path / "other"
+    write_layout(other, dataset="toy", pct=20, models=100, n_train=700, n_test=300)
+    err = cli_error(capsys, ["convert", str(other), str(dest), "--dataset", "toy", "--pct", "20", "--eval-rows", "10"])
+    assert "already holds toy 50%" in err
+    assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before  # nothing the user had is lost
+
+
+def test_destination_that_is_not_a_store(layout, tmp_path, capsys):
+    root, _ = layout
+    dest = tmp_path / "precious"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    assert "is not a dmstore store" in cli_error(capsys, convert_args(root, dest))
+    assert (dest / "notes.txt").read_text() == "mine"
+
+
+def test_unfinished_store_is_not_trusted(layout, tmp_path):
+    root, _ = layout
+    dest = tmp_path / "d.zarr"
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    meta = json.loads((dest / "zarr.json").read_text())
+    meta["attributes"]["dmstore_status"] = "converting"
+    (dest / "zarr.json").write_text(json.dumps(meta))
+    shutil.rmtree(dest / "_dmstore")
+    with pytest.raises(DmstoreError, match="unfinished conversion"):
+        verify(str(dest), progress=False)
