@@ -1,0 +1,253 @@
+"""``dmstore example``: real MLPs trained on random subsets of digits, in the bucket's layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import rankdata
+
+from dmstore.cli import main
+from dmstore.errors import DmstoreError
+from dmstore.example import (
+    BATCH_MODELS,
+    KINDS,
+    draw_model,
+    load_digits_split,
+    make_example,
+    margins_from_logits,
+    subset_size,
+)
+
+SMALL = dict(pct=50, models=800, eval_models=300, seed=3)  # 1100 rows: batches of 500, 500, 100
+SIGNAL = dict(pct=50, models=2000, eval_models=500, seed=0)
+
+
+def files(folder: Path, pct: int = 50) -> dict[str, Path]:
+    return {kind: folder / "data" / f"{kind}_{pct}pct.npy" for kind in KINDS}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return make_example(tmp_path_factory.mktemp("small"), "digits", progress=False, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def signal(tmp_path_factory) -> Path:
+    return make_example(tmp_path_factory.mktemp("signal"), progress=False, **SIGNAL)
+
+
+def test_layout_dtypes_shapes_and_labels(small):
+    split = load_digits_split()
+    rows = SMALL["models"] + SMALL["eval_models"]
+    expected = {
+        "train_masks": (np.bool_, (rows, 1000)),
+        "train_margins": (np.float16, (rows, 1000)),
+        "test_margins": (np.float16, (rows, 797)),
+        "train_logits": (np.float16, (rows, 1000, 10)),
+        "test_logits": (np.float16, (rows, 797, 10)),
+    }
+    assert small.name == "digits"
+    for kind, path in files(small).items():
+        with open(path, "rb") as f:
+            assert np.lib.format.read_magic(f) == (1, 0)
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+        assert (dtype, shape, fortran_order) == (np.dtype(expected[kind][0]), expected[kind][1], False)
+    train_labels = np.load(small / "data" / "train_labels.npy")
+    test_labels = np.load(small / "data" / "test_labels.npy")
+    assert train_labels.dtype == test_labels.dtype == np.int64
+    np.testing.assert_array_equal(train_labels, split.y_train)
+    np.testing.assert_array_equal(test_labels, split.y_test)
+    assert json.loads((small / "data" / "classes.json").read_text()) == [str(c) for c in range(10)]
+    assert sorted(p.name for p in (small / "data").iterdir()) == sorted(
+        [p.name for p in files(small).values()] + ["train_labels.npy", "test_labels.npy", "classes.json"]
+    )
+
+
+def test_every_row_sees_exactly_pct_percent(small):
+    masks = np.load(files(small)["train_masks"])
+    assert (masks.sum(axis=1) == 500).all()
+    assert len({row.tobytes() for row in masks}) == len(masks)
+
+
+def test_masks_depend_only_on_seed_and_row(small):
+    masks = np.load(files(small)["train_masks"], mmap_mode="r")
+    for row in (0, 499, 500, 1099):
+        subset, _ = draw_model(SMALL["seed"], row, 1000, 500, 64, 10)
+        np.testing.assert_array_equal(np.flatnonzero(masks[row]), subset)
+
+
+def test_stored_margins_are_the_margins_of_the_stored_logits(small):
+    labels = {
+        "train": np.load(small / "data" / "train_labels.npy"),
+        "test": np.load(small / "data" / "test_labels.npy"),
+    }
+    for split in ("train", "test"):
+        logits = np.load(files(small)[f"{split}_logits"])
+        margins = np.load(files(small)[f"{split}_margins"])
+        np.testing.assert_array_equal(margins_from_logits(logits, labels[split]), margins)
+
+
+def test_models_fit_their_subsets_and_generalise(small):
+    masks = np.load(files(small)["train_masks"])
+    train_margins = np.load(files(small)["train_margins"]).astype(np.float32)
+    test_margins = np.load(files(small)["test_margins"]).astype(np.float32)
+    assert (train_margins[masks] > 0).mean() > 0.99  # every model fits the examples it saw
+    assert train_margins[masks].mean() > train_margins[~masks].mean() + 1.0
+    accuracy = (test_margins > 0).mean(axis=1)
+    assert np.median(accuracy) > 0.9 and accuracy.min() > 0.85
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    args = dict(models=150, eval_models=50, progress=False)
+    first = make_example(tmp_path / "a", seed=5, **args)
+    second = make_example(tmp_path / "b", seed=5, **args)
+    other = make_example(tmp_path / "c", seed=6, **args)
+    for kind in KINDS:
+        assert files(first)[kind].read_bytes() == files(second)[kind].read_bytes()
+        assert files(first)[kind].read_bytes() != files(other)[kind].read_bytes()
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(small, tmp_path):
+    def interrupt(start: int, stop: int) -> None:
+        if stop == BATCH_MODELS:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_example(tmp_path, progress=False, on_batch=interrupt, **SMALL)
+    record = json.loads((tmp_path / "digits" / "example_50pct.json").read_text())
+    assert record["rows_done"] == BATCH_MODELS
+    resumed = []
+    folder = make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
+    assert resumed == [(500, 1000), (1000, 1100)]
+    for kind in KINDS:
+        assert files(folder)[kind].read_bytes() == files(small)[kind].read_bytes()
+    assert make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
+    assert len(resumed) == 2  # complete: nothing trained again
+
+
+def test_other_parameters_need_overwrite_and_pcts_live_side_by_side(tmp_path):
+    make_example(tmp_path, models=20, eval_models=5, progress=False)
+    with pytest.raises(DmstoreError, match="other parameters.*models differ.*--overwrite"):
+        make_example(tmp_path, models=30, eval_models=5, progress=False)
+    folder = make_example(tmp_path, models=30, eval_models=5, overwrite=True, progress=False)
+    assert np.load(files(folder)["train_masks"]).shape == (35, 1000)
+    make_example(tmp_path, pct=10, models=3, eval_models=2, progress=False)
+    assert (np.load(files(folder, 10)["train_masks"]).sum(axis=1) == 100).all()
+    assert np.load(files(folder)["train_masks"]).shape == (35, 1000)
+
+
+def test_foreign_files_are_not_overwritten(tmp_path):
+    data = tmp_path / "digits" / "data"
+    data.mkdir(parents=True)
+    np.save(data / "train_masks_50pct.npy", np.ones((2, 3), dtype=bool))
+    with pytest.raises(DmstoreError, match="not made by dmstore example"):
+        make_example(tmp_path, models=2, eval_models=1, progress=False)
+    assert np.load(data / "train_masks_50pct.npy").shape == (2, 3)
+
+
+def test_models_are_accurate(signal):
+    accuracy = (np.load(files(signal)["test_margins"]) > 0).mean(axis=1)
+    assert accuracy.mean() > 0.92  # measured 0.940
+
+
+def test_difference_of_means_datamodels_predict_eval_models(signal):
+    """Fitted on the fit rows, ``mask @ w`` tracks the eval rows' margins (LDS well above 0)."""
+    fit = SIGNAL["models"]
+    masks = np.load(files(signal)["train_masks"])
+    margins = np.load(files(signal)["test_margins"]).astype(np.float64)
+    seen = masks[:fit].astype(np.float64)
+    count = seen.sum(axis=0)[:, None]
+    weight = seen.T @ margins[:fit] / count - (1 - seen).T @ margins[:fit] / (fit - count)
+    predicted = masks[fit:].astype(np.float64) @ weight
+    true = margins[fit:]
+    pearson = np.mean(column_correlation(predicted, true))
+    spearman = np.mean(column_correlation(rankdata(predicted, axis=0), rankdata(true, axis=0)))
+    assert pearson > 0.3 and spearman > 0.3  # measured 0.40 and 0.39
+    shuffled = np.random.default_rng(0).permutation(masks[fit:], axis=0).astype(np.float64) @ weight
+    assert abs(np.mean(column_correlation(shuffled, true))) < 0.05
+
+
+def column_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+
+
+@pytest.mark.parametrize(
+    "logits, labels, margins",
+    [
+        ([[1.0, 3.0, 2.0]], [1], [1.0]),
+        ([[1.0, 3.0, 2.0]], [0], [-2.0]),
+        ([[2.0, 2.0, -1.0]], [0], [0.0]),
+        ([[[0.5, -0.5], [4.0, 1.0]], [[-1.0, 1.0], [0.0, 0.0]]], [0, 1], [[1.0, -3.0], [-2.0, 0.0]]),
+    ],
+)
+def test_margins_from_logits(logits, labels, margins):
+    result = margins_from_logits(np.array(logits, dtype=np.float16), np.array(labels))
+    assert result.dtype == np.float16
+    np.testing.assert_array_equal(result, np.array(margins, dtype=np.float16))
+
+
+@pytest.mark.parametrize(
+    "logits, labels", [(np.zeros((3, 4)), np.zeros(2, int)), (np.zeros((3, 4)), np.full(3, 4)), (np.zeros((3, 1)), np.zeros(3, int))]
+)
+def test_margins_from_logits_rejects_mismatches(logits, labels):
+    with pytest.raises(DmstoreError):
+        margins_from_logits(logits, labels)
+
+
+@pytest.mark.parametrize("pct, n, k", [(50, 1000, 500), (1, 50, 1), (33, 10, 3), (99, 1000, 990), (25, 2, 1), (10, 797, 80)])
+def test_subset_size(pct, n, k):
+    assert subset_size(pct, n) == k
+
+
+@given(st.integers(1, 99), st.integers(1, 10**7))
+def test_subset_size_rounds_half_up(pct, n):
+    k = subset_size(pct, n)
+    assert abs(100 * k - pct * n) <= 50 and (100 * k - pct * n != -50)
+
+
+def test_digits_split_is_fixed_stratified_and_standardised():
+    split = load_digits_split()
+    assert (len(split.y_train), len(split.y_test), split.x_train.shape[1]) == (1000, 797, 64)
+    assert np.array_equal(np.sort(np.concatenate([split.train_index, split.test_index])), np.arange(1797))
+    assert np.array_equal(split.train_index, np.sort(split.train_index))
+    assert np.abs(np.bincount(split.y_train, minlength=10) / 1000 - np.bincount(split.y_test) / 797).max() < 0.01
+    np.testing.assert_allclose(split.x_train.mean(axis=0), 0, atol=1e-5)
+    assert split.x_train.dtype == split.x_test.dtype == np.float32
+    again = load_digits_split()
+    assert np.array_equal(again.x_test, split.x_test) and np.array_equal(again.test_index, split.test_index)
+
+
+def test_cli_writes_the_example_and_reports_the_rate(tmp_path, capsys):
+    assert main(["example", "digits", str(tmp_path), "--models", "20", "--eval-models", "5", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "digits" / "data") in out and "models/min" in out
+    assert np.load(files(tmp_path / "digits")["test_logits"]).shape == (25, 797, 10)
+    assert main(["example", str(tmp_path), "--models", "20", "--eval-models", "5", "--no-progress"]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--pct", "0"], "--pct must be"),
+        (["--pct", "100"], "--pct must be"),
+        (["--models", "0"], "--models must be"),
+        (["--eval-models", "-1"], "--eval-models must be"),
+        (["--seed", "-2"], "--seed must be"),
+    ],
+)
+def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
+    assert main(["example", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_rejects_an_unknown_dataset(tmp_path, capsys):
+    assert main(["example", "cifar", str(tmp_path)]) == 2
+    assert "unknown example dataset 'cifar'" in capsys.readouterr().err
