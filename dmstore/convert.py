@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
+import fsspec
 import numpy as np
 import zarr
 from dask.distributed import as_completed
@@ -20,9 +21,11 @@ from dmstore import catalog, store
 from dmstore.cluster import dask_client
 from dmstore.dataset import as_store
 from dmstore.errors import DmstoreError
+from dmstore.lock import store_lock
 from dmstore.npy import NpyHeader, check_layout
 from dmstore.plan import ArrayPlan, parse_rows, parse_size, plan_array, workers_for
 from dmstore.source import Source, data_key, datamodels_key
+from dmstore.verify import verify
 
 # --arrays choices -> store variables
 ARRAY_GROUPS = {
@@ -175,14 +178,19 @@ def convert(
     plan = plan_conversion(source, dest, dataset, pct, arrays=arrays, models=models, eval_rows=eval_rows, max_memory=max_memory)
     if dry_run:
         return plan
-    _prepare_destination(plan, dest_storage_options)
-    done = store.read_records(dest, dest_storage_options)
-    pending = [(p, band) for p in plan.arrays for band in p.bands if (p.name, *band) not in done]
-    if pending:
-        _run_bands(plan, pending, scheduler, dest_storage_options, progress)
-    for split in plan.datamodels:
-        _import_datamodels(plan, split, dest_storage_options)
-    _finish(plan, dest_storage_options)
+    attrs = _check_destination(plan, dest_storage_options)
+    with store_lock(dest, "convert", f"dmstore convert {dataset} {pct}%", dest_storage_options):
+        if attrs is None:
+            _create(plan, dest_storage_options)
+        elif attrs.get("dmstore_status") == "complete":
+            _forget_damaged(plan, scheduler, dest_storage_options, progress)
+        done = store.read_records(dest, dest_storage_options)
+        pending = [(p, band) for p in plan.arrays for band in p.bands if (p.name, *band) not in done]
+        if pending:
+            _run_bands(plan, pending, scheduler, dest_storage_options, progress)
+        for split in plan.datamodels:
+            _import_datamodels(plan, split, dest_storage_options)
+        _finish(plan, dest_storage_options)
     return plan
 
 
@@ -228,29 +236,37 @@ def _run_bands(plan: ConversionPlan, pending: list, scheduler, dest_options: dic
             raise
 
 
-def _prepare_destination(plan: ConversionPlan, dest_options: dict | None) -> None:
-    """Create the skeleton, or check that an existing store is this same conversion."""
+def _check_destination(plan: ConversionPlan, dest_options: dict | None) -> dict | None:
+    """The attributes of the store this conversion resumes, or None for a new one; refuse others."""
     attrs = store.root_attrs(plan.dest, dest_options)
-    if attrs is not None:
-        if attrs.get("dmstore_plan") != plan.fingerprint():
-            held = f"{attrs.get('dataset', 'unknown')} {attrs.get('pct', '?')}%" if "dataset" in attrs else "other data"
-            raise DmstoreError(
-                f"{plan.dest} already holds {held} converted with other settings: choose another destination "
-                "or repeat the original command to resume it"
-            )
-        return
-    _refuse_foreign(plan.dest, dest_options)
+    if attrs is None:
+        fs, path = fsspec.core.url_to_fs(plan.dest, **(dest_options or {}))
+        if fs.exists(path) and [p for p in fs.ls(path) if not p.rstrip("/").endswith("_dmstore")]:
+            raise DmstoreError(f"{plan.dest} exists and is not a dmstore store: choose a new destination (nothing was changed)")
+        return None
+    if attrs.get("dmstore_plan") != plan.fingerprint():
+        held = f"{attrs.get('dataset', 'unknown')} {attrs.get('pct', '?')}%" if "dataset" in attrs else "other data"
+        raise DmstoreError(
+            f"{plan.dest} already holds {held} converted with other settings: choose another destination "
+            "or repeat the original command to resume it"
+        )
+    return attrs
+
+
+def _create(plan: ConversionPlan, dest_options: dict | None) -> None:
+    """Write the skeleton of a new store: metadata, coordinates and provenance."""
     files = {plan.source.describe(data_key(plan.dataset, n, plan.pct)): h.offset + h.nbytes for n, h in plan.headers.items()}
     attrs = store.provenance(plan.dataset, plan.pct, plan.source.url, files, plan.fingerprint())
     store.create_skeleton(plan.dest, plan.arrays, _coords(plan), attrs, dest_options)
 
 
-def _refuse_foreign(dest: str, dest_options: dict | None) -> None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(dest, **(dest_options or {}))
-    if fs.exists(path) and fs.ls(path):
-        raise DmstoreError(f"{dest} exists and is not a dmstore store: choose a new destination (nothing was changed)")
+def _forget_damaged(plan: ConversionPlan, scheduler, dest_options: dict | None, progress: bool) -> None:
+    """Check a complete store and forget its damaged bands, so that this run rewrites them."""
+    damaged = verify(plan.dest, storage_options=dest_options, scheduler=scheduler, progress=progress)
+    for band in damaged:
+        store.delete_record(plan.dest, dest_options, band.array, band.start, band.stop)
+    if damaged:
+        store.set_root_attrs(plan.dest, dest_options, {"dmstore_status": "converting"})
 
 
 def _coords(plan: ConversionPlan) -> dict:

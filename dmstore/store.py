@@ -15,7 +15,7 @@ import fsspec
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from dmstore import __version__
 from dmstore.dataset import as_store
@@ -48,12 +48,14 @@ def create_skeleton(
         n_models = p.rows[1] - p.rows[0]
         shape = (n_models, *p.shape[1:])
         variables[p.name] = (dims(p.name), da.empty(shape, dtype=p.dtype, chunks=(p.shards[0], *shape[1:])))
-        encoding[p.name] = {"chunks": p.chunks, "shards": p.shards, "compressors": [codec(p.dtype)], "_FillValue": None}
+        # a CRC32C per inner chunk: a damaged chunk fails to read instead of decoding to wrong numbers
+        compressors = [codec(p.dtype), Crc32cCodec()]
+        encoding[p.name] = {"chunks": p.chunks, "shards": p.shards, "compressors": compressors, "_FillValue": None}
     rows = min(p.shards[0] for p in plans)
     encoding["split"] = {"chunks": (rows,)}  # Dask chunks of the coordinate follow the shards
     ds = xr.Dataset(variables, coords=coords, attrs=attrs)
     ds.to_zarr(
-        as_store(dest, storage_options), mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding
+        as_store(dest, storage_options), mode="a", compute=False, zarr_format=3, consolidated=False, encoding=encoding
     )
 
 
@@ -111,7 +113,9 @@ def read_records(dest: str, storage_options: dict | None) -> dict[tuple[str, int
 def delete_record(dest: str, storage_options: dict | None, name: str, start: int, stop: int) -> None:
     """Forget a band (after it was found damaged), so that the next convert rewrites it."""
     fs, root = _records_fs(dest, storage_options)
-    fs.rm_file(f"{root}/{name}/{start}-{stop}.json")
+    path = f"{root}/{name}/{start}-{stop}.json"
+    if fs.exists(path):
+        fs.rm_file(path)
 
 
 def provenance(dataset: str, pct: int, source: str, files: dict[str, int], fingerprint: dict) -> dict:

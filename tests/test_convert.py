@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -105,6 +109,54 @@ def test_resume_skips_recorded_bands_and_repairs_a_forgotten_one(layout, tmp_pat
     convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
     assert_store_equals(str(dest), arrays)
     assert all(p.stat().st_mtime_ns == stamp[p] for p in records[:-1])
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete", "truncate"])
+def test_corruption_is_detected_named_and_repaired(layout, tmp_path, capsys, damage):
+    root, arrays = layout
+    dest = tmp_path / "toy.zarr"
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    shard = dest / "test_margins/c/1/0"  # models 2048:4096
+    raw = bytearray(shard.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 3] ^= 0x5A
+        shard.write_bytes(raw)
+    elif damage == "delete":
+        shard.unlink()
+    else:
+        shard.write_bytes(raw[: len(raw) // 2])
+    if damage != "delete":  # reading damaged data fails loudly instead of returning wrong numbers
+        with pytest.raises(Exception, match="checksum|Checksum|decompress|index|size"):
+            dmstore.open(str(dest)).test_margins.values
+    assert main(["verify", str(dest), "--no-progress"]) == 1
+    assert "DAMAGED test_margins models 2048:4096" in capsys.readouterr().out
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)  # resume repairs from the source
+    assert_store_equals(str(dest), arrays)
+    assert verify(str(dest), progress=False) == []
+
+
+def test_a_second_convert_into_a_busy_store_refuses(layout, tmp_path, capsys):
+    from dmstore.lock import store_lock
+
+    root, _ = layout
+    dest = tmp_path / "busy.zarr"
+    with store_lock(str(dest), "convert", "dmstore convert toy 50%"):
+        err = cli_error(capsys, convert_args(root, dest))
+    assert "is busy: dmstore convert toy 50%" in err
+    assert not (dest / "zarr.json").exists()
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)  # the lock was released
+
+
+def test_a_stale_lock_is_taken_over(layout, tmp_path):
+    root, arrays = layout
+    dest = tmp_path / "stale.zarr"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (dest / "_dmstore/locks").mkdir(parents=True)
+    lock = {"host": socket.gethostname(), "pid": int(dead.stdout), "token": "x", "what": "crashed", "heartbeat": time.time()}
+    (dest / "_dmstore/locks/convert.json").write_text(json.dumps(lock))
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    assert_store_equals(str(dest), arrays)
+    assert not (dest / "_dmstore/locks/convert.json").exists()
 
 
 def test_dry_run_reads_no_data_and_writes_nothing(layout, tmp_path, capsys):
