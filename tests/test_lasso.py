@@ -1,0 +1,265 @@
+"""The batched LASSO from sufficient statistics, against scikit-learn and against first principles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import Lasso, lasso_path as sk_lasso_path
+
+from dmstore.errors import DmstoreError
+from dmstore.lasso import (
+    SolverSpace,
+    duality_gap,
+    gram_product,
+    lambda_grid,
+    lasso,
+    lasso_path,
+    solve,
+    top_eigenvalue,
+)
+from dmstore.moments import band_moments
+
+TIGHT = 1e-13
+
+
+def problem(models=400, n_train=30, n_targets=3, seed=0, p=0.5):
+    """Masks and margins that depend on the masks non-linearly, plus noise."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((models, n_train)) < p
+    drivers = rng.integers(0, n_train, (n_targets, 6))
+    effects = rng.normal(0, 0.6, (n_targets, 6))
+    z = np.stack([masks[:, d].astype(float) @ e for d, e in zip(drivers, effects)], axis=1)
+    margins = 2 * np.tanh(z) + 0.3 * z**2 + rng.normal(0, 0.5, z.shape)
+    return masks, margins.astype(np.float16)
+
+
+def close(w, w_ref, rtol=1e-4):
+    return np.linalg.norm(w - w_ref) <= rtol * max(np.linalg.norm(w_ref), 1e-8)
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("fraction", [0.5, 0.1, 0.02])
+def test_lasso_matches_sklearn(standardize, fraction):
+    masks, margins = problem()
+    m = band_moments(masks, margins)
+    space = SolverSpace.build(m, standardize=standardize, xp=np, dtype=np.float64)
+    c, _, _ = space.targets(slice(None), np)
+    lam = fraction * np.abs(c).max(axis=0)
+    result = lasso(m, lam, standardize=standardize, tol=TIGHT, dtype=np.float64)
+    y = margins.astype(np.float64)
+    for t in range(y.shape[1]):
+        x = masks.astype(np.float64)
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        scale = std if standardize else np.ones_like(std)
+        model = Lasso(alpha=lam[t], tol=TIGHT, max_iter=1_000_000).fit((x - mean) / scale, y[:, t])
+        weight = model.coef_ / scale
+        bias = model.intercept_ - mean @ weight
+        assert np.count_nonzero(weight) > 0
+        assert close(result.weight[:, t], weight)
+        assert result.bias[t] == pytest.approx(bias, abs=1e-6 * max(1.0, abs(bias)))
+        assert result.gap[t] <= TIGHT
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_train=st.integers(2, 12),
+    ratio=st.integers(3, 8),
+    fraction=st.floats(0.05, 0.95),
+    p=st.floats(0.2, 0.8),
+    seed=st.integers(0, 2**31),
+    standardize=st.booleans(),
+)
+def test_lasso_matches_sklearn_on_random_problems(n_train, ratio, fraction, p, seed, standardize):
+    masks, margins = problem(models=ratio * n_train + 20, n_train=n_train, n_targets=2, seed=seed, p=p)
+    m = band_moments(masks, margins)
+    space = SolverSpace.build(m, standardize=standardize, xp=np, dtype=np.float64)
+    c, _, _ = space.targets(slice(None), np)
+    lam = np.maximum(fraction * np.abs(c).max(axis=0), 1e-6)
+    result = lasso(m, lam, standardize=standardize, tol=TIGHT, dtype=np.float64)
+    x = masks.astype(np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(std > 0, std, 1.0) if standardize else np.ones_like(std)
+    for t in range(2):
+        model = Lasso(alpha=lam[t], tol=TIGHT, max_iter=1_000_000).fit((x - mean) / scale, margins[:, t].astype(np.float64))
+        weight = np.where(std > 0, model.coef_ / scale, 0.0)
+        assert close(result.weight[:, t], weight)
+
+
+def test_lam_max_gives_zero_weights_and_just_below_does_not():
+    masks, margins = problem()
+    m = band_moments(masks, margins)
+    for standardize in (False, True):
+        space = SolverSpace.build(m, standardize=standardize, xp=np, dtype=np.float64)
+        c, ybar, _ = space.targets(slice(None), np)
+        lam_max = np.abs(c).max(axis=0)
+        at_max = lasso(m, lam_max, standardize=standardize, tol=TIGHT, dtype=np.float64)
+        assert not at_max.weight.any()
+        np.testing.assert_allclose(at_max.bias, ybar)
+        below = lasso(m, lam_max * 0.99, standardize=standardize, tol=TIGHT, dtype=np.float64)
+        assert (np.count_nonzero(below.weight, axis=0) >= 1).all()
+
+
+def test_duality_gap_bounds_suboptimality_and_reaches_tol():
+    masks, margins = problem(models=300, n_train=40, n_targets=4, seed=3)
+    m = band_moments(masks, margins)
+    space = SolverSpace.build(m, standardize=True, xp=np, dtype=np.float64)
+    c, _, syy = space.targets(slice(None), np)
+    lam = 0.05 * np.abs(c).max(axis=0)
+    zero = np.zeros_like(c)
+    exact, _, _ = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=100_000, xp=np)
+    _, best = duality_gap(exact, space.gram @ exact, c, lam, syy, np)
+    gaps = []
+    for max_iter in (1, 3, 10, 30):
+        w, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=max_iter, xp=np)
+        gap, primal = duality_gap(w, space.gram @ w, c, lam, syy, np)
+        np.testing.assert_allclose(rel_gap, gap / syy)
+        assert (primal - best <= gap * (1 + 1e-9) + 1e-15).all()  # the gap bounds the suboptimality
+        assert (iters == max_iter).all()
+        gaps.append(rel_gap)
+    assert (gaps[-1] < gaps[0]).all()
+    for tol in (1e-3, 1e-6, 1e-9):
+        w, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=tol, max_iter=100_000, xp=np)
+        assert (rel_gap <= tol).all() and (iters < 100_000).all()
+        assert close(w, exact, rtol=10 * np.sqrt(tol))
+
+
+def test_duality_gap_is_zero_at_zero_weights_above_lam_max():
+    masks, margins = problem()
+    space = SolverSpace.build(band_moments(masks, margins), standardize=False, xp=np, dtype=np.float64)
+    c, _, syy = space.targets(slice(None), np)
+    zero = np.zeros_like(c)
+    gap, primal = duality_gap(zero, zero, c, 1.5 * np.abs(c).max(axis=0), syy, np)
+    np.testing.assert_allclose(gap, 0, atol=1e-15)
+    np.testing.assert_allclose(primal, syy / 2)
+
+
+@pytest.mark.parametrize("n", [3, 20, 60])
+def test_top_eigenvalue(n):
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((2 * n, n))
+    gram = a.T @ a / (2 * n)
+    assert top_eigenvalue(gram, np) == pytest.approx(np.linalg.eigvalsh(gram).max(), rel=1e-6)
+
+
+@pytest.mark.parametrize("rows", [[], [2], [0, 4, 5], list(range(10))])
+def test_gram_product_uses_nonzero_rows_only(rows):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((10, 10))
+    gram = a @ a.T
+    w = np.zeros((10, 3))
+    w[rows] = rng.standard_normal((len(rows), 3))
+    np.testing.assert_allclose(gram_product(gram, w, np), gram @ w, atol=1e-12)
+
+
+def test_lambda_grid():
+    grid = lambda_grid(np.array([1.0, 4.0]), 3, 0.01, np)
+    np.testing.assert_allclose(grid, [[1.0, 4.0], [0.1, 0.4], [0.01, 0.04]])
+    np.testing.assert_allclose(lambda_grid(np.array([2.0]), 1, 0.5, np), [[1.0]])
+
+
+def split_rows(masks, margins, n_val):
+    return (masks[:-n_val], margins[:-n_val]), (masks[-n_val:], margins[-n_val:])
+
+
+def test_path_validation_mse_comes_from_the_statistics():
+    masks, margins = problem(models=500, n_train=25, n_targets=5, seed=5)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 120)
+    path = lasso_path(band_moments(xf, yf), band_moments(xv, yv), lambdas=30, lambda_ratio=0.01, tol=1e-10,
+                      dtype=np.float64)
+    predicted = xv.astype(np.float64) @ path.weight + path.bias
+    direct = ((yv.astype(np.float64) - predicted) ** 2).mean(axis=0)
+    np.testing.assert_allclose(path.val_mse, direct, rtol=1e-9)
+    np.testing.assert_allclose(path.val_var, yv.astype(np.float64).var(axis=0), rtol=1e-9)
+    assert (path.val_mse < path.val_var).all()
+
+
+def test_path_selection_matches_sklearn_path_with_the_same_grid():
+    masks, margins = problem(models=600, n_train=30, n_targets=4, seed=6)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 150)
+    lambdas, ratio = 25, 0.01
+    path = lasso_path(band_moments(xf, yf), band_moments(xv, yv), lambdas=lambdas, lambda_ratio=ratio,
+                      patience=lambdas, tol=1e-12, standardize=False, dtype=np.float64)
+    x = xf.astype(np.float64)
+    xc = x - x.mean(axis=0)
+    for t in range(yf.shape[1]):
+        y = yf[:, t].astype(np.float64)
+        lam_max = np.abs(xc.T @ (y - y.mean())).max() / len(y)
+        alphas = lam_max * ratio ** (np.arange(lambdas) / (lambdas - 1))
+        _, coefs, _ = sk_lasso_path(xc, y - y.mean(), alphas=alphas, tol=1e-12, max_iter=1_000_000)
+        bias = y.mean() - x.mean(axis=0) @ coefs
+        mse = ((yv[:, t, None].astype(np.float64) - xv @ coefs - bias) ** 2).mean(axis=0)
+        best = int(np.argmin(mse))
+        assert path.lam[t] == pytest.approx(alphas[best], rel=1e-9)
+        assert close(path.weight[:, t], coefs[:, best])
+        assert path.steps[t] == lambdas - 1
+
+
+def test_early_stop_leaves_the_path_patience_points_after_the_best():
+    masks, margins = problem(models=500, n_train=25, n_targets=6, seed=7)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 120)
+    fit, val = band_moments(xf, yf), band_moments(xv, yv)
+    lambdas, ratio, patience = 60, 1e-3, 3
+    full = lasso_path(fit, val, lambdas=lambdas, lambda_ratio=ratio, patience=lambdas, tol=1e-10, dtype=np.float64)
+    early = lasso_path(fit, val, lambdas=lambdas, lambda_ratio=ratio, patience=patience, tol=1e-10, dtype=np.float64)
+    c, _, _ = SolverSpace.build(fit, standardize=True, xp=np, dtype=np.float64).targets(slice(None), np)
+    lam_max = np.abs(c).max(axis=0)
+
+    def step_of(lam):
+        return np.rint(np.log(lam / lam_max) / np.log(ratio) * (lambdas - 1)).astype(int)
+
+    assert (full.steps == lambdas - 1).all()
+    assert (early.steps < full.steps).any()
+    stopped = early.steps < lambdas - 1
+    np.testing.assert_array_equal(early.steps[stopped] - step_of(early.lam[stopped]), patience)
+    seen = step_of(full.lam) <= early.steps  # the full path's best was visited before the early stop
+    assert seen.any()
+    np.testing.assert_allclose(early.lam[seen], full.lam[seen], rtol=1e-12)
+    np.testing.assert_allclose(early.weight[:, seen], full.weight[:, seen], atol=1e-9)
+    assert (early.val_mse >= full.val_mse * (1 - 1e-9)).all()
+
+
+def test_float32_solver_agrees_with_float64():
+    masks, margins = problem(models=800, n_train=60, n_targets=5, seed=8)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 150)
+    fit, val = band_moments(xf, yf), band_moments(xv, yv)
+    double = lasso_path(fit, val, tol=1e-6, dtype=np.float64)
+    single = lasso_path(fit, val, tol=1e-6, dtype=np.float32)
+    np.testing.assert_allclose(single.lam, double.lam, rtol=1e-6)
+    for t in range(5):
+        assert close(single.weight[:, t], double.weight[:, t], rtol=1e-2)
+
+
+def test_constant_features_get_zero_weight():
+    masks, margins = problem(models=200, n_train=8, n_targets=2, seed=9)
+    masks[:, 3] = True
+    masks[:, 5] = False
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 50)
+    for standardize in (False, True):
+        path = lasso_path(band_moments(xf, yf), band_moments(xv, yv), standardize=standardize, tol=1e-10,
+                          dtype=np.float64)
+        assert not path.weight[[3, 5]].any()
+        assert np.isfinite(path.weight).all() and np.isfinite(path.bias).all()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("lambdas", 0, "lambdas"), ("lambda_ratio", 0.0, "lambda_ratio"), ("lambda_ratio", 1.5, "lambda_ratio"),
+     ("tol", 0.0, "tol"), ("patience", 0, "patience"), ("target_batch", 0, "target_batch")],
+)
+def test_bad_options_raise(option, value, message):
+    masks, margins = problem(models=60, n_train=4, n_targets=1)
+    m = band_moments(masks, margins)
+    with pytest.raises(DmstoreError, match=message):
+        lasso_path(m, m, **{option: value})
+
+
+def test_target_batches_give_the_same_datamodels():
+    masks, margins = problem(models=400, n_train=20, n_targets=7, seed=10)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 100)
+    fit, val = band_moments(xf, yf), band_moments(xv, yv)
+    whole = lasso_path(fit, val, tol=1e-10, dtype=np.float64)
+    batched = lasso_path(fit, val, tol=1e-10, dtype=np.float64, target_batch=3)
+    np.testing.assert_allclose(batched.lam, whole.lam)
+    np.testing.assert_allclose(batched.weight, whole.weight, atol=1e-7)
