@@ -19,7 +19,7 @@ def model_positions(ds: xr.Dataset, models: str) -> np.ndarray:
         return np.arange(n_models)
     if "split" not in ds.coords:
         raise DmstoreError("the store has no `split` coordinate: convert it again with dmstore convert")
-    positions = np.flatnonzero(np.asarray(ds["split"].values).astype(str) == models)
+    positions = np.flatnonzero(np.asarray(ds["split"].values) == models)
     if positions.size == 0:
         raise DmstoreError(
             f"the store marks no models as {models!r} in its `split` coordinate: "

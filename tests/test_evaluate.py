@@ -1,0 +1,174 @@
+"""dmstore evaluate: the LDS and its companions against a straightforward numpy/scipy computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from analysis_stores import TEST_TARGETS, assert_png, example_store, synthetic_store
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import spearmanr
+
+from dmstore.cli import main
+from dmstore.cluster import dask_client
+from dmstore.datamodels import write_datamodels
+from dmstore.errors import DmstoreError
+from dmstore.evaluate import BYTES_PER_CELL, evaluate, target_batch, target_scores
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A local cluster of two worker processes for the whole module."""
+    with dask_client(n_workers=2) as client:
+        yield client
+
+
+def reference_scores(masks, weight, bias, true):
+    """What a user would write: predictions in memory, scipy and numpy per target."""
+    predicted = masks.astype(np.float32) @ weight + bias
+    true = true.astype(np.float32)
+    spearman = np.array([spearmanr(predicted[:, t], true[:, t]).statistic for t in range(true.shape[1])])
+    pearson = np.array([np.corrcoef(predicted[:, t], true[:, t])[0, 1] for t in range(true.shape[1])])
+    mse = ((predicted.astype(np.float64) - true) ** 2).mean(0)
+    return spearman, pearson, mse
+
+
+@pytest.mark.parametrize(
+    ("n_eval", "memory", "expected"),
+    [
+        (10_000, 1 << 30, (1 << 30) // (BYTES_PER_CELL * 10_000)),  # CIFAR: 2236 targets at once
+        (100, 100 * BYTES_PER_CELL * 7, 7),
+        (100, 100 * BYTES_PER_CELL * 7 + 1, 7),
+        (100, 10, 1),  # always at least one target
+        (0, 1000, 1000 // BYTES_PER_CELL),
+    ],
+)
+def test_target_batch(n_eval, memory, expected):
+    assert target_batch(n_eval, memory) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_models=st.integers(3, 60),
+    n_targets=st.integers(1, 5),
+    seed=st.integers(0, 2**31),
+    coarse=st.booleans(),
+)
+def test_target_scores_match_scipy(n_models, n_targets, seed, coarse):
+    rng = np.random.default_rng(seed)
+    predicted = rng.standard_normal((n_models, n_targets)).astype(np.float32)
+    true = predicted + rng.standard_normal((n_models, n_targets))
+    if coarse:  # many ties, as float16 margins have
+        predicted, true = np.round(predicted), np.round(true)
+    scores = target_scores(predicted, true.astype(np.float32))
+    for t in range(n_targets):
+        expected = spearmanr(predicted[:, t], true[:, t]).statistic
+        np.testing.assert_allclose(scores["spearman"][t], expected, rtol=1e-9, atol=1e-12, equal_nan=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.testing.assert_allclose(
+                scores["pearson"][t], np.corrcoef(predicted[:, t], true[:, t])[0, 1], rtol=1e-6, equal_nan=True
+            )
+    np.testing.assert_allclose(scores["mse"], ((predicted - true.astype(np.float32)) ** 2).mean(0), rtol=1e-5)
+
+
+def test_constant_predictions_have_no_correlation():
+    predicted = np.ones((10, 2), dtype=np.float32)
+    predicted[:, 1] = np.arange(10)
+    scores = target_scores(predicted, np.arange(20, dtype=np.float32).reshape(10, 2))
+    assert np.isnan(scores["spearman"][0]) and np.isnan(scores["pearson"][0])
+    assert scores["spearman"][1] == pytest.approx(1.0)
+
+
+def test_evaluate_matches_scipy_in_target_batches(client, tmp_path):
+    path, arrays = synthetic_store()
+    eval_rows = arrays["split"] == "eval"
+    # 4 targets per batch: 3 batches over the 12 targets, each over the shard-aligned bands
+    memory = 4 * BYTES_PER_CELL * int(eval_rows.sum())
+    result = evaluate(path, scheduler=client, plot=tmp_path / "eval.png", memory=memory, progress=False)
+    spearman, pearson, mse = reference_scores(
+        arrays["masks"][eval_rows], arrays["test_weight"], arrays["test_bias"],
+        arrays["test_margins"][eval_rows][:, TEST_TARGETS],
+    )
+    np.testing.assert_array_equal(result["target"], TEST_TARGETS)
+    np.testing.assert_allclose(result["spearman"], spearman, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(result["pearson"], pearson, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(result["mse"], mse, rtol=1e-5)
+    assert np.isnan(spearman[4]) and result.attrs["lds"] == pytest.approx(np.nanmean(spearman), rel=1e-9)
+    assert result.attrs["n_eval_models"] == eval_rows.sum()
+    np.testing.assert_array_equal(result["model"], np.flatnonzero(eval_rows))
+    sample = int(result["sample"][0])
+    column = list(TEST_TARGETS).index(sample)
+    np.testing.assert_allclose(result["true"].sel(sample=sample), arrays["test_margins"][eval_rows, sample])
+    np.testing.assert_allclose(
+        result["predicted"].sel(sample=sample),
+        arrays["masks"][eval_rows] @ arrays["test_weight"][:, column] + arrays["test_bias"][column], rtol=1e-5,
+    )
+    stored = xr.open_zarr(path, group="evaluation/test")
+    np.testing.assert_allclose(stored["spearman"], result["spearman"])
+    assert stored.attrs["lds"] == result.attrs["lds"]
+    assert_png(tmp_path / "eval.png")
+
+
+def test_evaluate_train_datamodels(client):
+    path, arrays = synthetic_store()
+    eval_rows = arrays["split"] == "eval"
+    result = evaluate(path, "train", scheduler=client, write=False, progress=False)
+    spearman, _, mse = reference_scores(
+        arrays["masks"][eval_rows], arrays["train_weight"], 0.0,
+        arrays["train_margins"][eval_rows][:, arrays["train_targets"]],
+    )
+    np.testing.assert_allclose(result["spearman"], spearman, rtol=1e-6)
+    np.testing.assert_allclose(result["mse"], mse, rtol=1e-5)
+
+
+def test_evaluate_real_example_on_worker_processes(client, tmp_path):
+    path = example_store()
+    ds = xr.open_zarr(path)
+    dm = xr.open_zarr(path, group="datamodels/test")
+    eval_rows = ds["split"].values == "eval"
+    result = evaluate(str(path), scheduler=client, plot=tmp_path / "example.png", progress=False)
+    spearman, pearson, mse = reference_scores(
+        ds["train_masks"].values[eval_rows], dm["weight"].values, dm["bias"].values, ds["test_margins"].values[eval_rows]
+    )
+    assert result.attrs["n_targets"] == 797 and result.attrs["n_eval_models"] == 150
+    # float32 predictions summed in another order may swap two nearly tied models: one swap
+    # moves a Spearman correlation by about 1e-5 here
+    np.testing.assert_allclose(result["spearman"], spearman, atol=2e-4)
+    assert np.mean(np.isclose(result["spearman"], spearman, rtol=1e-6, atol=1e-9)) > 0.98
+    np.testing.assert_allclose(result["pearson"], pearson, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(result["mse"], mse, rtol=1e-4)
+    assert result.attrs["lds"] == pytest.approx(np.nanmean(spearman), abs=1e-6)
+    assert_png(tmp_path / "example.png")
+
+
+def test_cli_prints_the_lds(client, tmp_path, capsys):
+    path, arrays = synthetic_store()
+    eval_rows = arrays["split"] == "eval"
+    spearman, _, _ = reference_scores(
+        arrays["masks"][eval_rows], arrays["test_weight"], arrays["test_bias"],
+        arrays["test_margins"][eval_rows][:, TEST_TARGETS],
+    )
+    plot = tmp_path / "cli.png"
+    code = main(["evaluate", str(path), "--plot", str(plot), "--no-write", "--no-progress",
+                 "--scheduler", client.cluster.scheduler_address])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert float(out.split("evaluation models): ")[1].split()[0]) == pytest.approx(np.nanmean(spearman), abs=1e-4)
+    assert "1 targets without correlation" in out
+    assert_png(plot)
+
+
+def test_missing_pieces_are_one_line_errors(client, tmp_path, capsys):
+    path, arrays = synthetic_store()
+    ds = xr.open_zarr(path)[["train_masks", "test_margins"]].load()
+    ds.to_zarr(tmp_path / "plain.zarr", zarr_format=3)
+    with pytest.raises(DmstoreError, match="no datamodels for 'test'"):
+        evaluate(tmp_path / "plain.zarr", scheduler=client, progress=False)
+    ds.assign_coords(split=("model", np.full(ds.sizes["model"], "fit"))).to_zarr(tmp_path / "fit.zarr", zarr_format=3)
+    write_datamodels(str(tmp_path / "fit.zarr"), "test", arrays["test_weight"], arrays["test_bias"],
+                     arrays["test_bias"], targets=TEST_TARGETS)
+    with pytest.raises(DmstoreError, match="no models as 'eval'"):
+        evaluate(tmp_path / "fit.zarr", scheduler=client, progress=False)
+    assert main(["evaluate", str(tmp_path / "nowhere.zarr"), "--no-plot"]) == 2
+    assert "no dmstore store" in capsys.readouterr().err
