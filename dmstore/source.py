@@ -7,11 +7,12 @@ Keys follow the bucket: ``{dataset}/data/{kind}_{pct}pct.npy`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 
@@ -19,6 +20,14 @@ from dmstore.errors import DmstoreError
 from dmstore.npy import HEADER_PROBE, NpyHeader, header_length, parse_header
 
 PUBLISHED_BUCKET = "madrylab-datamodels"
+# seconds before the first retry of a failed read, doubling up to MAX_BACKOFF
+BACKOFF = 0.25
+MAX_BACKOFF = 8.0
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """A read failure that may pass: retried, then reported as a DmstoreError."""
 
 
 def data_key(dataset: str, kind: str, pct: int) -> str:
@@ -50,7 +59,8 @@ class Source:
     url: str
     requester_pays: bool | None = None
     endpoint_url: str | None = None
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets
+    retries: int = 6
 
     @property
     def protocol(self) -> str:
@@ -84,24 +94,38 @@ class Source:
 
     def size(self, key: str) -> int:
         """Size of ``key`` in bytes."""
-        with self.errors(key):
-            return int(self.fs.size(self.path(key)))
+        return int(self.retrying(key, lambda: self.fs.size(self.path(key))))
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
-        with self.errors(key):
-            return bool(self.fs.exists(self.path(key)))
+        return bool(self.retrying(key, lambda: self.fs.exists(self.path(key))))
 
     def read(self, key: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of ``key``, in one ranged read; short reads are errors."""
-        with self.errors(key):
+        """Bytes ``[start, end)`` of ``key`` in one ranged read; a short read is retried like a fault."""
+
+        def ranged() -> bytes:
             data = self.fs.cat_file(self.path(key), start=start, end=end)
-        if len(data) != end - start:
-            raise DmstoreError(
-                f"{self.describe(key)} returned {len(data):,} of {end - start:,} bytes at offset {start:,}: "
-                "the file is shorter than its header says or the connection broke; run again to resume"
-            )
-        return data
+            if len(data) != end - start:
+                raise ConnectionError(f"got {len(data):,} of {end - start:,} bytes at offset {start:,}")
+            return data
+
+        return self.retrying(key, ranged)
+
+    def retrying(self, key: str, call: Callable[[], T]) -> T:
+        """Run ``call``; retry transient faults (dropped connections, 5xx, SlowDown, short reads)
+        ``retries`` times with exponential backoff, then stop with one clear line (exit code 1)."""
+        for attempt in range(self.retries + 1):
+            try:
+                with self.errors(key):
+                    return call()
+            except TransientError as exc:
+                fault = exc
+                time.sleep(min(MAX_BACKOFF, BACKOFF * 2**attempt))
+        raise DmstoreError(
+            f"reading {self.describe(key)} failed {self.retries + 1} times ({fault}); "
+            "the store keeps every finished band: run the same command again to resume",
+            exit_code=1,
+        )
 
     def header(self, key: str) -> NpyHeader:
         """The ``.npy`` header of ``key``, from one small ranged read (two if it is long)."""
@@ -134,13 +158,11 @@ class Source:
         except PermissionError as exc:
             hint = "" if self.pays else " (is it a requester-pays bucket? pass --requester-pays)"
             raise DmstoreError(f"access denied to {where}{hint}: check your AWS credentials and profile") from exc
-        except Exception as exc:  # botocore raises its own types outside fsspec's mapping
+        except Exception as exc:  # botocore and aiohttp raise their own types outside fsspec's mapping
             name = type(exc).__name__
             if name in ("NoCredentialsError", "PartialCredentialsError"):
                 raise DmstoreError(
                     f"no AWS credentials to read {where}: run `aws configure`, set AWS_PROFILE or "
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
                 ) from exc
-            if isinstance(exc, OSError):
-                raise DmstoreError(f"cannot read {where}: {exc}; run again to resume", exit_code=1) from exc
-            raise
+            raise TransientError(f"{name}: {exc}") from exc

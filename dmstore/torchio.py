@@ -45,8 +45,7 @@ def import_datamodels(source: Source, key: str, dest: str, split: str, dest_opti
     """Copy the ``.pt`` at ``key`` to a temporary local file and write it into ``datamodels/{split}``."""
     with tempfile.TemporaryDirectory(prefix="dmstore-pt-") as tmp:
         local = os.path.join(tmp, os.path.basename(key))
-        with source.errors(key):
-            source.fs.get_file(source.path(key), local)
+        source.retrying(key, lambda: source.fs.get_file(source.path(key), local))
         arrays = load_pt(local)
         write_datamodels(
             dest, split, arrays["weight"], arrays["bias"], arrays["lam"].reshape(-1),
