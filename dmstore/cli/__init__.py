@@ -14,7 +14,7 @@ from dmstore import __version__
 from dmstore.errors import DmstoreError
 
 # command modules, in the order ``dmstore --help`` lists them
-COMMANDS = ("catalog", "convert", "info", "verify", "export", "example", "evaluate", "stats")
+COMMANDS = ("catalog", "convert", "info", "verify", "export", "example", "evaluate", "stats", "fit")
 
 
 def build_parser() -> argparse.ArgumentParser:

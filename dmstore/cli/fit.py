@@ -1,0 +1,87 @@
+"""``dmstore fit``."""
+
+from __future__ import annotations
+
+from dmstore.cli.common import add_scheduler_option
+from dmstore.datamodels import SPLITS
+from dmstore.device import DEVICES
+from dmstore.errors import DmstoreError
+from dmstore.fit import DTYPES, fit
+
+
+def parse_targets(text: str | None) -> slice | None:
+    """``START:STOP`` (either side may be empty) as a slice of target columns."""
+    if text is None:
+        return None
+    try:
+        start, stop = (int(v) if v else None for v in text.split(":"))
+    except ValueError as exc:
+        raise DmstoreError(f"--targets {text!r} is not START:STOP (e.g. 0:500)") from exc
+    return slice(start, stop)
+
+
+def parse_val_models(text: str) -> float:
+    """A fraction (``0.1``) or a count (``1000``) of validation models."""
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise DmstoreError(f"--val-models {text!r} is neither a fraction (0.1) nor a count (1000)") from exc
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fit", help="estimate datamodels (LASSO) out of core, on numpy or CuPy, locally or on Dask",
+        description="Estimate the datamodels of a store's target examples: for each target, a LASSO of its "
+        "margins on the training masks over the fit models (split == fit; the evaluation models are never "
+        "read). One streaming pass over the store gives the sufficient statistics; a geometric lam path per "
+        "target, chosen by validation MSE on the last VAL_MODELS fit models, then a refit on all fit models, "
+        "run from these statistics alone. Writes weight, bias and lam into the store's group "
+        "datamodels/TARGET (weights in raw mask space: prediction = mask @ weight + bias).",
+    )
+    parser.add_argument("store", help="store path or URL")
+    parser.add_argument("--target", choices=SPLITS, default="test",
+                        help="whose margins are the targets (default: %(default)s)")
+    parser.add_argument("--targets", metavar="START:STOP",
+                        help="a range of target examples, by position (default: all)")
+    parser.add_argument("--val-models", default="0.1", metavar="FRACTION|COUNT",
+                        help="validation models, the last fit rows: a fraction or a count (default: %(default)s)")
+    parser.add_argument("--lambdas", type=int, default=100, help="points on the lam path (default: %(default)s)")
+    parser.add_argument("--lambda-ratio", type=float, default=1e-3,
+                        help="smallest lam / largest lam of the path (default: %(default)s)")
+    parser.add_argument("--standardize", action="store_true", default=True,
+                        help="solve on standardised features, as fast_l1 does (default)")
+    parser.add_argument("--no-standardize", dest="standardize", action="store_false",
+                        help="solve on raw (centred) masks")
+    parser.add_argument("--tol", type=float, default=1e-4,
+                        help="relative duality gap at which a solve stops (default: %(default)s)")
+    parser.add_argument("--patience", type=int, default=5,
+                        help="path points without a better validation MSE before a target stops (default: %(default)s)")
+    parser.add_argument("--target-batch", type=int, default=1024,
+                        help="targets solved together: bounds the solver's memory (default: %(default)s)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                        help="solver precision (default: %(default)s; float64 for --tol below 1e-6)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="cpu (numpy) or cuda (CuPy on this machine's GPU) (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace datamodels the store already holds")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_scheduler_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    result = fit(
+        args.store, args.target, targets=parse_targets(args.targets), val_models=parse_val_models(args.val_models),
+        lambdas=args.lambdas, lambda_ratio=args.lambda_ratio, standardize=args.standardize, tol=args.tol,
+        patience=args.patience, target_batch=args.target_batch, dtype=args.dtype, device=args.device,
+        scheduler=args.scheduler, overwrite=args.overwrite, progress=args.progress,
+    )
+    a = result.attrs
+    print(f"fitted {a['n_targets']} {args.target} datamodels on {a['n_fit']} + {a['n_val']} models "
+          f"(fit + validation) in {a['seconds_pass']:.1f} s (pass) + {a['seconds_path']:.1f} s (path)")
+    print(f"median lam {a['median_lam']:.4g}   mean nonzero weights {a['mean_nonzeros']:.1f} of "
+          f"{result.sizes['train']}   mean validation R^2 {a['val_r2']:.4f}")
+    if a["not_converged"]:
+        print(f"warning: {a['not_converged']} targets stopped above the duality-gap tolerance {a['tol']}")
+    print(f"written to {args.store} (group datamodels/{args.target}); score them with "
+          f"`dmstore evaluate {args.store} --target {args.target}`")
+    return 0

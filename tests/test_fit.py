@@ -1,0 +1,319 @@
+"""``dmstore fit``: the streaming pass, the datamodels it writes, its errors, its CLI, and a real example."""
+
+from __future__ import annotations
+
+import shutil
+import tracemalloc
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from sklearn.linear_model import Lasso, lasso_path
+
+import dmstore
+
+from dmstore.cli import main
+from dmstore.cluster import dask_client
+from dmstore.datamodels import read_datamodels
+from dmstore.errors import DmstoreError
+from dmstore.evaluate import target_scores
+from dmstore.fit import fit, memory_estimate, target_columns, validation_count
+from dmstore.lasso import lasso, lasso_path as dm_lasso_path
+from dmstore.moment_pass import BandTask, dask_pass, local_pass
+from dmstore.moments import band_moments
+from dmstore.rows import shard_bands
+
+SHARD_ROWS = 64
+
+pytestmark = pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3 specification")
+
+
+def nonlinear_margins(masks: np.ndarray, n_targets: int, rng: np.random.Generator) -> np.ndarray:
+    """Margins that depend on a few masks through tanh and squares (no planted linear model), plus noise."""
+    drivers = rng.integers(0, masks.shape[1], (n_targets, 8))
+    effects = rng.normal(0, 0.5, (n_targets, 8))
+    z = np.stack([masks[:, d].astype(np.float64) @ e for d, e in zip(drivers, effects)], axis=1)
+    return (2 * np.tanh(z) + 0.2 * z**2 + rng.normal(0, 0.7, z.shape)).astype(np.float16)
+
+
+def write_store(path, models=900, n_train=40, n_test=24, seed=0, drop=(), nan_at=()):
+    """A contract store (plain xarray): eval rows inside the table and at its end, small shards."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((models, n_train)) < 0.5
+    test_margins = nonlinear_margins(masks, n_test, rng)
+    for row, col in nan_at:
+        test_margins[row, col] = np.nan
+    split = np.full(models, "fit", dtype="<U4")
+    split[200:380:3] = "eval"
+    split[-100:] = "eval"
+    ds = xr.Dataset(
+        {
+            "train_masks": (("model", "train"), masks),
+            "train_margins": (("model", "train"), nonlinear_margins(masks, n_train, rng)),
+            "test_margins": (("model", "test"), test_margins),
+        },
+        coords={
+            "model": np.arange(1000, 1000 + models, dtype=np.int64),
+            "split": ("model", split),
+            "train": np.arange(n_train, dtype=np.int64),
+            "test": np.arange(500, 500 + n_test, dtype=np.int64),
+        },
+        attrs={"dataset": "synthetic", "pct": 50},
+    ).drop_vars(list(drop))
+    encoding = {name: {"chunks": (SHARD_ROWS, ds[name].shape[1])} for name in ds.data_vars}
+    encoding["split"] = {"chunks": (SHARD_ROWS,)}
+    ds.to_zarr(path, mode="w", zarr_format=3, encoding=encoding, consolidated=False)
+    zarr.consolidate_metadata(str(path))
+    return {"masks": masks, "test_margins": test_margins, "split": split}
+
+
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fit") / "base.zarr"
+    return path, write_store(path)
+
+
+@pytest.fixture
+def store(base_store, tmp_path):
+    path = tmp_path / "store.zarr"
+    shutil.copytree(base_store[0], path)
+    return str(path), base_store[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_client(n_workers=2) as c:
+        yield c
+
+
+def fit_and_val_rows(split: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    fit_rows = np.flatnonzero(split == "fit")
+    return fit_rows[:-n_val], fit_rows[-n_val:]
+
+
+def tasks_for(path, fit_rows, val_rows, columns):
+    return [
+        BandTask(path, None, "test_margins", band, columns, kind)
+        for kind, rows in (("fit", fit_rows), ("val", val_rows))
+        for band in shard_bands(rows, (SHARD_ROWS,) * 20)
+    ]
+
+
+def test_pass_on_a_local_cluster_equals_the_in_memory_moments(store, client):
+    path, arrays = store
+    fit_rows, val_rows = fit_and_val_rows(arrays["split"], 74)
+    columns = slice(3, 20)
+    tasks = tasks_for(path, fit_rows, val_rows, columns)
+    assert any(isinstance(t.band, np.ndarray) for t in tasks)  # eval rows inside a shard
+    seen = []
+    sums = dask_pass(client, tasks, seen.append)
+    assert sum(seen) == fit_rows.size + val_rows.size and len(seen) == len(tasks)
+    local = local_pass(tasks, np, lambda rows: None)
+    for kind, rows in (("fit", fit_rows), ("val", val_rows)):
+        expected = band_moments(arrays["masks"][rows], arrays["test_margins"][rows, columns])
+        for got in (getattr(sums, kind), getattr(local, kind)):
+            assert got.n == rows.size
+            np.testing.assert_array_equal(got.xtx, expected.xtx)  # exact integer counts
+            np.testing.assert_array_equal(got.xsum, expected.xsum)
+            for name in ("xty", "ysum", "yy"):
+                np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-13)
+    assert sums.n_bad == 0 and sums.bad == []
+
+
+def test_fit_writes_the_datamodels_of_the_in_memory_lasso(store, client):
+    path, arrays = store
+    result = fit(path, targets=slice(2, 18), val_models=0.1, tol=1e-10, dtype="float64", scheduler=client,
+                 progress=False)
+    stored = read_datamodels(path, "test")
+    np.testing.assert_array_equal(stored["target"].values, np.arange(502, 518))
+    np.testing.assert_array_equal(stored["weight"].values, result["weight"].values)
+    fit_rows, val_rows = fit_and_val_rows(arrays["split"], result.attrs["n_val"])
+    assert result.attrs["n_val"] == round(0.1 * (fit_rows.size + val_rows.size))
+    masks, margins = arrays["masks"], arrays["test_margins"][:, 2:18]
+    fit_m, val_m = band_moments(masks[fit_rows], margins[fit_rows]), band_moments(masks[val_rows], margins[val_rows])
+    path_result = dm_lasso_path(fit_m, val_m, tol=1e-10, lambda_ratio=1e-3)
+    final = lasso(fit_m + val_m, path_result.lam, tol=1e-10, weight=path_result.weight)
+    np.testing.assert_allclose(stored["lam"].values, final.lam, rtol=1e-6)
+    np.testing.assert_allclose(stored["weight"].values, final.weight, atol=1e-6)
+    np.testing.assert_allclose(stored["bias"].values, final.bias, atol=1e-6)
+    # the refit is the LASSO of all fit rows at the chosen lam (scikit-learn, standardised features)
+    rows = np.concatenate([fit_rows, val_rows])
+    x = masks[rows].astype(np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    for t in (0, 7, 15):
+        model = Lasso(alpha=final.lam[t], tol=1e-12, max_iter=100_000).fit((x - mean) / std, margins[rows, t])
+        np.testing.assert_allclose(stored["weight"].values[:, t], model.coef_ / std, atol=1e-5)
+    attrs = result.attrs
+    assert attrs["n_fit"] == fit_rows.size and attrs["n_targets"] == 16 and attrs["not_converged"] == 0
+    assert 0 < attrs["val_r2"] < 1 and attrs["mean_nonzeros"] > 0 and attrs["standardize"] is True
+
+
+def test_evaluation_rows_are_never_read(tmp_path):
+    path = tmp_path / "store.zarr"
+    arrays = write_store(path, nan_at=[(212, 1), (850, 3)])  # NaN margins in evaluation rows only
+    assert arrays["split"][212] == arrays["split"][850] == "eval"
+    result = fit(str(path), scheduler="synchronous", progress=False)
+    assert np.isfinite(result["weight"].values).all()
+
+
+def test_non_finite_fit_margins_are_named(tmp_path):
+    path = tmp_path / "store.zarr"
+    write_store(path, nan_at=[(5, 2), (700, 9), (701, 9)])
+    with pytest.raises(DmstoreError, match=r"3 NaN or infinite.*model 1005 test 502, model 1700 test 509"):
+        fit(str(path), scheduler="synchronous", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(targets=slice(0, 25)), r"--targets 0:25 is outside the 24 test examples"),
+        (dict(targets=slice(-3, None)), r"outside"),
+        (dict(target="valid"), r"unknown target split"),
+        (dict(device="cuda"), r"--device cuda"),
+        (dict(device="tpu"), r"unknown device"),
+        (dict(val_models=5000), r"only 740 fit models"),
+        (dict(lambda_ratio=2.0), r"lambda_ratio"),
+        (dict(dtype="float16"), r"unknown dtype"),
+    ],
+)
+def test_bad_input_raises_one_clear_error(store, kwargs, message):
+    with pytest.raises(DmstoreError, match=message):
+        fit(store[0], scheduler="tcp://127.0.0.1:9", progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("missing", ["train_masks", "test_margins"])
+def test_store_without_masks_or_margins(tmp_path, missing):
+    path = tmp_path / "store.zarr"
+    write_store(path, drop=[missing])
+    with pytest.raises(DmstoreError, match=f"the store has no {missing}"):
+        fit(str(path), scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+def test_existing_datamodels_are_kept_unless_overwrite_and_checked_before_the_pass(store):
+    path, _ = store
+    first = fit(path, targets=slice(0, 4), scheduler="synchronous", progress=False)
+    # an unreachable scheduler proves the check comes before the pass
+    with pytest.raises(DmstoreError, match="already holds datamodels"):
+        fit(path, scheduler="tcp://127.0.0.1:9", progress=False)
+    again = fit(path, targets=slice(4, 10), scheduler="synchronous", overwrite=True, progress=False)
+    assert first.sizes["target"] == 4 and again.sizes["target"] == 6
+    np.testing.assert_array_equal(read_datamodels(path, "test")["target"].values, np.arange(504, 510))
+
+
+@pytest.mark.parametrize(
+    ("val_models", "n_fit", "expected"),
+    [(0.1, 1000, 100), (0.1, 5, 1), (0.5, 9, 4), (250, 1000, 250), (250.0, 1000, 250), (3, 5, 3)],
+)
+def test_validation_count(val_models, n_fit, expected):
+    assert validation_count(val_models, n_fit) == expected
+
+
+@pytest.mark.parametrize("val_models", [0, -0.1, 1.5, 4, True])
+def test_validation_count_refuses(val_models):
+    with pytest.raises(DmstoreError):
+        validation_count(val_models, 5)
+
+
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [(None, slice(0, 10)), (slice(None, 4), slice(0, 4)), (slice(3, None), slice(3, 10)), (slice(2, 10), slice(2, 10))],
+)
+def test_target_columns(targets, expected):
+    assert target_columns(targets, 10, "test") == expected
+
+
+@pytest.mark.parametrize("targets", [slice(0, 11), slice(5, 5), slice(-1, 4), slice(0, 10, 2)])
+def test_target_columns_refuses(targets):
+    with pytest.raises(DmstoreError, match="--targets"):
+        target_columns(targets, 10, "test")
+
+
+def test_peak_memory_stays_under_the_estimate(tmp_path):
+    path = tmp_path / "store.zarr"
+    write_store(path, models=1200, n_train=120, n_test=60)
+    estimate = memory_estimate(120, 60, 16, "float64", SHARD_ROWS)
+    tracemalloc.start()
+    try:
+        fit(str(path), scheduler="synchronous", dtype="float64", target_batch=16, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # numpy reports its buffers to tracemalloc; the estimate leaves out only interpreter objects
+    assert peak < estimate + 2**20
+
+
+def test_cli(store, capsys):
+    path, _ = store
+    code = main(["fit", path, "--targets", "0:6", "--val-models", "60", "--lambdas", "40", "--no-progress",
+                 "--scheduler", "synchronous"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "fitted 6 test datamodels on 680 + 60 models" in out and "mean validation R^2" in out
+    assert read_datamodels(path, "test").attrs["lambdas"] == 40
+    assert main(["fit", path, "--no-progress"]) == 2
+    assert "already holds datamodels" in capsys.readouterr().err
+    assert main(["fit", path, "--targets", "a:b", "--overwrite"]) == 2
+    assert "--targets 'a:b' is not START:STOP" in capsys.readouterr().err
+
+
+# -- a real example: small MLPs trained on digits (dmstore example), converted, fitted -------------------------
+
+EXAMPLE_TARGETS = slice(0, 12)
+
+
+@pytest.fixture(scope="module")
+def example_store(tmp_path_factory, client):
+    from dmstore.convert import convert
+    from dmstore.example import make_example
+
+    root = tmp_path_factory.mktemp("example")
+    folder = make_example(root / "source", "digits", pct=50, models=600, eval_models=200, progress=False)
+    path = root / "digits.zarr"
+    convert(str(folder.parent), str(path), "digits", 50, arrays=("masks", "margins"), eval_rows=200,
+            progress=False, max_memory="1GB", scheduler=client)
+    return str(path)
+
+
+def sklearn_datamodels(masks, margins, n_val, lambdas, ratio):
+    """What a careful scikit-learn user writes: per target ``lasso_path`` on a shared precomputed Gram
+    (standardised features), validation MSE on the last ``n_val`` fit rows, a refit on all fit rows."""
+    x = masks.astype(np.float64)
+    fit_x, val_x = x[:-n_val], x[-n_val:]
+    mean, std = fit_x.mean(axis=0), fit_x.std(axis=0)
+    scale = np.where(std > 0, std, 1.0)
+    z = (fit_x - mean) / scale
+    gram = z.T @ z
+    all_mean, all_std = x.mean(axis=0), x.std(axis=0)
+    all_scale = np.where(all_std > 0, all_std, 1.0)
+    weights, biases = [], []
+    for t in range(margins.shape[1]):
+        y = margins[:, t].astype(np.float64)
+        fit_y, val_y = y[:-n_val], y[-n_val:]
+        xy = z.T @ (fit_y - fit_y.mean())
+        alphas = np.abs(xy).max() / len(fit_y) * ratio ** (np.arange(lambdas) / (lambdas - 1))
+        _, coefs, _ = lasso_path(z, fit_y - fit_y.mean(), alphas=alphas, precompute=gram, Xy=xy, tol=1e-4,
+                                 check_input=False)
+        raw = coefs / scale[:, None]
+        mse = ((val_y[:, None] - val_x @ raw - (fit_y.mean() - mean @ raw)) ** 2).mean(axis=0)
+        model = Lasso(alpha=alphas[np.argmin(mse)], tol=1e-4).fit((x - all_mean) / all_scale, y)
+        weights.append(model.coef_ / all_scale)
+        biases.append(model.intercept_ - all_mean @ weights[-1])
+    return np.stack(weights, axis=1), np.array(biases)
+
+
+def test_real_example_is_as_good_as_sklearn_on_held_out_models(example_store, client):
+    result = fit(example_store, targets=EXAMPLE_TARGETS, lambdas=30, lambda_ratio=1e-2, scheduler=client,
+                 progress=False)
+    ds = dmstore.open(example_store)
+    split = ds["split"].values
+    fit_rows, eval_rows = np.flatnonzero(split == "fit"), np.flatnonzero(split == "eval")
+    masks = ds["train_masks"].values
+    margins = ds["test_margins"].values[:, EXAMPLE_TARGETS].astype(np.float32)
+    weight, bias = sklearn_datamodels(masks[fit_rows], margins[fit_rows], result.attrs["n_val"], 30, 1e-2)
+    eval_masks = masks[eval_rows].astype(np.float32)
+    ours = target_scores(eval_masks @ result["weight"].values + result["bias"].values, margins[eval_rows])
+    theirs = target_scores(eval_masks @ weight + bias, margins[eval_rows])
+    for name in ("pearson", "spearman"):
+        assert np.nanmean(ours[name]) >= np.nanmean(theirs[name]) - 0.005, name
+    assert np.nanmean(ours["spearman"]) > 0.05  # real signal: the datamodels predict held-out models
