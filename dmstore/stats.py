@@ -147,6 +147,7 @@ def plot_stats(result: xr.Dataset, path: str | Path) -> Path:
             axes[1].hist(result[f"{split}_accuracy"].values, bins=50, alpha=0.6, label=split)
     axes[0].set_xlabel("mean margin of an example")
     axes[1].set_xlabel("accuracy of an example (margin > 0)")
+    axes[1].set_yscale("log")
     axes[2].hist(result["mask_frequency"].values, bins=50)
     if "pct" in result.attrs:
         axes[2].axvline(result.attrs["pct"] / 100, color="k", linestyle="--", label=f"pct {result.attrs['pct']}")

@@ -159,7 +159,7 @@ def test_cli_prints_the_lds(client, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert float(out.split("evaluation models): ")[1].split()[0]) == pytest.approx(np.nanmean(spearman), abs=1e-4)
-    assert "1 targets without correlation" in out
+    assert "targets without correlation: 1" in out
     assert_png(plot)
 
 

@@ -43,7 +43,7 @@ def run(args) -> int:
     print(f"mean Pearson: {attrs['mean_pearson']:.4f}   mean MSE: {attrs['mean_mse']:.4f}")
     low, mid, high = np.nanquantile(spearman, [0, 0.5, 1])
     print(f"per-target Spearman: min {low:.4f}  median {mid:.4f}  max {high:.4f}"
-          + (f"  ({np.isnan(spearman).sum()} targets without correlation)" if np.isnan(spearman).any() else ""))
+          + (f"  (targets without correlation: {np.isnan(spearman).sum()})" if np.isnan(spearman).any() else ""))
     if args.write:
         print(f"scores written to {args.store} (group evaluation/{args.target})")
     if plot:
