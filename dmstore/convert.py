@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -122,7 +123,7 @@ def plan_conversion(
         headers[name] = header
     n_models = _check_shapes(headers)
     rows = parse_rows(models, n_models) if n_models else (0, 0)
-    eval_range = _eval_range(dataset, eval_rows, n_models) if n_models else (0, 0)
+    eval_range = _eval_range(source, dataset, pct, eval_rows, n_models) if n_models else (0, 0)
     plans = [plan_array(name, h.shape, h.dtype, rows) for name, h in headers.items()]
     datamodels = {}
     if "datamodels" in arrays:
@@ -166,7 +167,8 @@ def convert(
     models
         ``START:STOP`` rows to convert (all by default).
     eval_rows
-        The evaluation models: a count of last rows or ``START:STOP``; 10,000 for published data.
+        The evaluation models: a count of last rows or ``START:STOP``; by default 10,000 for
+        published data, or what ``dmstore example`` recorded beside its matrices.
     max_memory
         Bound on the peak resident memory of the whole conversion (driver and local workers).
     scheduler
@@ -306,14 +308,26 @@ def _check_shapes(headers: dict[str, NpyHeader]) -> int:
     return next(iter(rows.values()), 0)
 
 
-def _eval_range(dataset: str, eval_rows: str | int | None, n_models: int) -> tuple[int, int]:
+def _eval_range(source: Source, dataset: str, pct: int, eval_rows: str | int | None, n_models: int) -> tuple[int, int]:
     if eval_rows is None:
-        if dataset not in catalog.catalog()["datasets"]:
-            raise DmstoreError(f"{dataset!r} is not published data: say which rows are evaluation models with --eval-rows (e.g. --eval-rows 2000 for the last 2000)")
-        eval_rows = catalog.catalog()["eval_models"]
+        eval_rows = _default_eval_rows(source, dataset, pct)
     if isinstance(eval_rows, int) or str(eval_rows).isdigit():
         count = int(eval_rows)
         if not 0 <= count < n_models:
             raise DmstoreError(f"--eval-rows {count} must be below the {n_models:,} models")
         return n_models - count, n_models
     return parse_rows(str(eval_rows), n_models, "--eval-rows")
+
+
+def _default_eval_rows(source: Source, dataset: str, pct: int) -> int:
+    """10,000 for published data; what a ``dmstore example`` recorded; otherwise the user must say."""
+    if dataset in catalog.catalog()["datasets"]:
+        return catalog.catalog()["eval_models"]
+    record = f"{dataset}/example_{pct}pct.json"
+    if source.exists(record):
+        example = json.loads(source.read(record, 0, source.size(record)))
+        params = example["params"]
+        if example["rows_done"] < params["models"] + params["eval_models"]:
+            raise DmstoreError(f"the example at {source.describe(dataset)} is unfinished: run the same `dmstore example` command again first")
+        return params["eval_models"]
+    raise DmstoreError(f"{dataset!r} is not published data: say which rows are evaluation models with --eval-rows (e.g. --eval-rows 2000 for the last 2000)")

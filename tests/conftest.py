@@ -72,3 +72,13 @@ def layout(tmp_path):
     """A small random source in the published layout on local disk, and its matrices."""
     root = tmp_path / "source"
     return root, write_layout(root)
+
+
+@pytest.fixture(scope="session")
+def example_source(tmp_path_factory) -> Path:
+    """A small real example (``dmstore example``): 900 trained models + 300 evaluation models."""
+    from dmstore.example import make_example
+
+    out = tmp_path_factory.mktemp("example")
+    make_example(out, "digits", pct=50, models=900, eval_models=300, seed=0, progress=False)
+    return out

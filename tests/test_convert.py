@@ -289,3 +289,15 @@ def test_unfinished_store_is_not_trusted(layout, tmp_path):
     shutil.rmtree(dest / "_dmstore")
     with pytest.raises(DmstoreError, match="unfinished conversion"):
         verify(str(dest), progress=False)
+
+
+def test_real_example_through_s3_with_logits(example_source, s3_client, tmp_path):
+    url = upload(s3_client, example_source, bucket="example-bucket")
+    dest = str(tmp_path / "digits.zarr")
+    # the example recorded its evaluation models: no --eval-rows needed
+    convert(url, dest, "digits", 50, arrays=("masks", "margins", "logits"), progress=False)
+    ds = dmstore.open(dest)
+    for name in ("train_masks", "train_margins", "test_margins", "train_logits", "test_logits"):
+        np.testing.assert_array_equal(ds[name].values, np.load(example_source / f"digits/data/{name}_50pct.npy"))
+    assert int((ds.split == "eval").sum()) == 300 and set(ds.split.values[-300:]) == {"eval"}
+    assert verify(dest, source=url, progress=False) == []

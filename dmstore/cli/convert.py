@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                         help=f"comma-separated, from {', '.join(ARRAY_GROUPS)} (default: %(default)s; logits are 7x larger)")
     parser.add_argument("--models", metavar="START:STOP", help="convert only these model rows")
     parser.add_argument("--eval-rows", metavar="N|START:STOP",
-                        help="the evaluation models: the last N rows, or a range (default: 10000 for published data)")
+                        help="the evaluation models: the last N rows, or a range (default: 10000 for published data, or what `dmstore example` recorded)")
     parser.add_argument("--max-memory", default="2GB", help="peak memory of the whole conversion (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (bytes, cost, store size) and stop")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
