@@ -181,18 +181,23 @@ def convert(
     if dry_run:
         return plan
     attrs = _check_destination(plan, dest_storage_options)
-    with store_lock(dest, "convert", f"dmstore convert {dataset} {pct}%", dest_storage_options):
-        if attrs is None:
-            _create(plan, dest_storage_options)
-        elif attrs.get("dmstore_status") == "complete":
-            _forget_damaged(plan, scheduler, dest_storage_options, progress)
-        done = store.read_records(dest, dest_storage_options)
-        pending = [(p, band) for p in plan.arrays for band in p.bands if (p.name, *band) not in done]
-        if pending:
-            _run_bands(plan, pending, scheduler, dest_storage_options, progress)
-        for split in plan.datamodels:
-            _import_datamodels(plan, split, dest_storage_options)
-        _finish(plan, dest_storage_options)
+    try:
+        with store_lock(dest, "convert", f"dmstore convert {dataset} {pct}%", dest_storage_options):
+            if attrs is None:
+                _create(plan, dest_storage_options)
+            elif attrs.get("dmstore_status") == "complete":
+                _forget_damaged(plan, scheduler, dest_storage_options, progress)
+            done = store.read_records(dest, dest_storage_options)
+            pending = [(p, band) for p in plan.arrays for band in p.bands if (p.name, *band) not in done]
+            if pending:
+                _run_bands(plan, pending, scheduler, dest_storage_options, progress)
+            for split in plan.datamodels:
+                _import_datamodels(plan, split, dest_storage_options)
+            _finish(plan, dest_storage_options)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DmstoreError(f"the destination {dest} is full: free space, then run the same command to resume", exit_code=1) from exc
+        raise
     return plan
 
 
@@ -203,14 +208,9 @@ def convert_band(source: Source, key: str, offset: int, plan: ArrayPlan, dest: s
     band = np.frombuffer(data, dtype=plan.dtype).reshape((stop - start, *plan.shape[1:]))
     array = zarr.open_array(as_store(dest, dest_options), path=plan.name, mode="r+")
     block = (start - plan.rows[0]) // plan.shards[0]
-    try:
-        # this task owns shard row-block `block`: drop what an earlier try left, then write it whole
-        store.delete_shards(dest, dest_options, plan.name, block)
-        array[start - plan.rows[0] : stop - plan.rows[0]] = band
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise DmstoreError(f"the destination {dest} is full: free space and run the same command to resume", exit_code=1) from exc
-        raise
+    # this task owns shard row-block `block`: drop what an earlier try left, then write it whole
+    store.delete_shards(dest, dest_options, plan.name, block)
+    array[start - plan.rows[0] : stop - plan.rows[0]] = band
     store.write_record(dest, dest_options, plan.name, start, stop, hashlib.blake2b(data).hexdigest())
     return plan.name, start, stop
 

@@ -301,3 +301,30 @@ def test_real_example_through_s3_with_logits(example_source, s3_client, tmp_path
         np.testing.assert_array_equal(ds[name].values, np.load(example_source / f"digits/data/{name}_50pct.npy"))
     assert int((ds.split == "eval").sum()) == 300 and set(ds.split.values[-300:]) == {"eval"}
     assert verify(dest, source=url, progress=False) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (needs root; skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_full_disk_stops_clearly_and_resumes(layout, small_disk, capsys):
+    root, arrays = layout
+    dest = small_disk / "d.zarr"
+    assert main(convert_args(root, dest)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dmstore: error: ") and "is full" in err and "\n" not in err
+    assert dmstore_status(dest) == "converting"  # not trusted as done
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    assert main(convert_args(root, dest)) == 0
+    assert_store_equals(str(dest), arrays)
+
+
+def dmstore_status(dest) -> str:
+    return json.loads((dest / "zarr.json").read_text())["attributes"]["dmstore_status"]
