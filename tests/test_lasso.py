@@ -108,19 +108,20 @@ def test_duality_gap_bounds_suboptimality_and_reaches_tol():
     c, _, syy = space.targets(slice(None), np)
     lam = 0.05 * np.abs(c).max(axis=0)
     zero = np.zeros_like(c)
-    exact, _, _ = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=100_000, xp=np)
+    exact, _, _, _ = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=100_000, xp=np)
     _, best = duality_gap(exact, space.gram @ exact, c, lam, syy, np)
     gaps = []
     for max_iter in (1, 3, 10, 30):
-        w, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=max_iter, xp=np)
-        gap, primal = duality_gap(w, space.gram @ w, c, lam, syy, np)
+        w, gw, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=max_iter, xp=np)
+        np.testing.assert_allclose(gw, space.gram @ w, atol=1e-12)
+        gap, primal = duality_gap(w, gw, c, lam, syy, np)
         np.testing.assert_allclose(rel_gap, gap / syy)
         assert (primal - best <= gap * (1 + 1e-9) + 1e-15).all()  # the gap bounds the suboptimality
         assert (iters == max_iter).all()
         gaps.append(rel_gap)
     assert (gaps[-1] < gaps[0]).all()
     for tol in (1e-3, 1e-6, 1e-9):
-        w, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=tol, max_iter=100_000, xp=np)
+        w, _, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=tol, max_iter=100_000, xp=np)
         assert (rel_gap <= tol).all() and (iters < 100_000).all()
         assert close(w, exact, rtol=10 * np.sqrt(tol))
 
