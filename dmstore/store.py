@@ -25,11 +25,17 @@ from dmstore.plan import ArrayPlan
 RECORDS = "_dmstore/bands"
 
 
+# Blosc block of 256 KiB: after the byte shuffle of a float16 block, its low and high bytes are two
+# 128 KiB streams, each exactly one zstd block with its own entropy table; Blosc's default blocks mix
+# both in one zstd block (margins 1.10x instead of 1.20x, benchmarks/bench_chunks.py).
+BLOSC_BLOCK = 2**18
+
+
 def codec(dtype: np.dtype) -> BloscCodec:
-    """Blosc bitshuffle for masks, byte-shuffle + zstd for float16 (benchmarks/bench_convert.py)."""
+    """Blosc zstd level 1: bitshuffle for masks, byte-shuffle for float16 (benchmarks/bench_chunks.py)."""
     if np.dtype(dtype) == bool:
-        return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1)
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
+        return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1, blocksize=BLOSC_BLOCK)
+    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize, blocksize=BLOSC_BLOCK)
 
 
 def dims(name: str) -> tuple[str, ...]:

@@ -1,0 +1,217 @@
+"""Codecs and inner chunk shapes of the store: compression, speed, and both access patterns.
+
+Usage: python benchmarks/bench_chunks.py [--models 16384] [--repeat 3] [--data /work/bench-data]
+
+1. Codecs: one band (2048 models x 20,000 examples) of random masks (bool, 50%) and of margins
+   (float16 from N(1, 2)), plus the margins of a real small experiment (``dmstore.example`` on
+   digits, made once under ``--data/example``), cut into the store's (2048, 256) inner chunks and
+   encoded with each Blosc setting in a worker thread, as zarr does: compression ratio, encode and
+   decode MB/s (one core), and for margins the ratio an ideal i.i.d. coder would reach
+   (16 bits / entropy of the float16 values).
+2. zarr's write path: one band written as one shard with the store's codecs, with and without
+   zarr's check for empty chunks (``array.write_empty_chunks``), against encoding alone.
+3. Inner chunk shapes (rows x cols; a shard is rows x all columns, as ``dmstore.plan`` lays it
+   out): a local store of ``--models`` x 20,000 masks and margins per shape, with the store's
+   codecs: write time, compression ratio, time to read a band of 2048 models across all examples,
+   time to read one example across all models, and the bytes and requests such a column read
+   costs on object storage.
+
+Prints tables; writes ``bench-out/bench_chunks.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+from numcodecs import Blosc
+from tqdm.auto import tqdm
+
+from dmstore.store import codec
+
+N_TRAIN = 20_000
+BAND = 2048
+CHUNK = (2048, 256)
+OUT = Path(__file__).resolve().parent.parent / "bench-out"
+SHAPES = [(2048, 256), (1024, 512), (4096, 128), (2048, 1024), (2048, 128), (2048, 512)]
+# (cname, clevel, shuffle, blocksize) candidates
+MASK_CODECS = [("zstd", 1, "bitshuffle", 0), ("zstd", 3, "bitshuffle", 0), ("zstd", 1, "bitshuffle", 2**18),
+               ("zstd", 3, "bitshuffle", 2**18), ("lz4", 5, "bitshuffle", 0), ("blosclz", 5, "bitshuffle", 0)]
+MARGIN_CODECS = [("zstd", 3, "shuffle", 0), ("zstd", 1, "shuffle", 0), ("zstd", 5, "shuffle", 0),
+                 ("zstd", 1, "shuffle", 2**17), ("zstd", 1, "shuffle", 2**18), ("zstd", 3, "shuffle", 2**18),
+                 ("zstd", 5, "shuffle", 2**18), ("zstd", 1, "shuffle", 2**20), ("zstd", 1, "bitshuffle", 2**18),
+                 ("lz4", 5, "shuffle", 0)]
+SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+def best_of(fn, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return min(times)
+
+
+def in_thread(fn):
+    """Run ``fn`` in another thread (Blosc then compresses on one core, as inside zarr)."""
+
+    def run():
+        thread = threading.Thread(target=fn)
+        thread.start()
+        thread.join()
+
+    return run
+
+
+def chunks_of(band: np.ndarray, cols: int = CHUNK[1]) -> list[np.ndarray]:
+    return [np.ascontiguousarray(band[:, c : c + cols]) for c in range(0, band.shape[1] - cols + 1, cols)]
+
+
+def entropy_limit(values: np.ndarray) -> float:
+    """Ratio of an ideal coder of i.i.d. values: bits per value / entropy of the value distribution."""
+    _, counts = np.unique(values.view(np.uint16), return_counts=True)
+    p = counts / counts.sum()
+    return 16 / float(-(p * np.log2(p)).sum())
+
+
+def codec_table(samples: dict[str, np.ndarray], repeat: int) -> list[dict]:
+    rows = []
+    for label, band in samples.items():
+        candidates = MASK_CODECS if band.dtype == bool else MARGIN_CODECS
+        chunks = chunks_of(band, min(CHUNK[1], band.shape[1]))
+        nbytes = sum(c.nbytes for c in chunks)
+        current = codec(band.dtype)
+        for cname, clevel, shuffle, blocksize in tqdm(candidates, desc=f"codecs {label}"):
+            blosc = Blosc(cname, clevel, SHUFFLE[shuffle], blocksize)
+            encoded = [blosc.encode(c) for c in chunks]
+            stored = sum(len(e) for e in encoded)
+            encode_s = best_of(in_thread(lambda: [blosc.encode(c) for c in chunks]), repeat)
+            decode_s = best_of(in_thread(lambda: [blosc.decode(e) for e in encoded]), repeat)
+            rows.append({
+                "data": label, "cname": cname, "clevel": clevel, "shuffle": shuffle, "blocksize": blocksize,
+                "ratio": nbytes / stored, "encode_mb_s": nbytes / encode_s / 1e6, "decode_mb_s": nbytes / decode_s / 1e6,
+                "limit": entropy_limit(band) if band.dtype != bool else 8.0,
+                "store": (cname, clevel, shuffle, blocksize) == (current.cname.name, current.clevel, current.shuffle.name, current.blocksize),
+            })
+    return rows
+
+
+def write_path(margins: np.ndarray, work: Path, repeat: int) -> dict:
+    """One band written as one shard by zarr, with and without the empty-chunk check, vs encoding alone."""
+    band = margins[:BAND]
+    compressors = [codec(band.dtype), zarr.codecs.Crc32cCodec()]
+    result = {"band_bytes": band.nbytes}
+    for empty in (False, True):
+        path = work / "write-path.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        array = zarr.create_array(path, shape=band.shape, dtype=band.dtype, chunks=CHUNK,
+                                  shards=(BAND, -(-band.shape[1] // CHUNK[1]) * CHUNK[1]), compressors=compressors,
+                                  config={"write_empty_chunks": empty})
+
+        def write():
+            array[:] = band
+
+        result[f"zarr_write_empty_chunks_{empty}_mb_s"] = band.nbytes / best_of(write, repeat) / 1e6
+        shutil.rmtree(path)
+    config = codec(band.dtype).to_dict()["configuration"]
+    blosc = Blosc.from_config({**config, "shuffle": SHUFFLE[config["shuffle"]]})
+    chunks = chunks_of(band)
+    result["encode_only_mb_s"] = band.nbytes / best_of(in_thread(lambda: [blosc.encode(c) for c in chunks]), repeat) / 1e6
+    return result
+
+
+def shape_table(arrays: dict[str, np.ndarray], work: Path, repeat: int) -> list[dict]:
+    rows = []
+    models = next(iter(arrays.values())).shape[0]
+    rng = np.random.default_rng(1)
+    for chunk_rows, cols in tqdm(SHAPES, desc="chunk shapes"):
+        path = work / f"chunks-{chunk_rows}x{cols}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        group = zarr.open_group(path, mode="w", zarr_format=3)
+        for name, data in arrays.items():
+            shards = (chunk_rows, -(-data.shape[1] // cols) * cols)
+            array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(chunk_rows, cols),
+                                       shards=shards, compressors=[codec(data.dtype), zarr.codecs.Crc32cCodec()])
+            began = time.perf_counter()
+            array[:] = data
+            write_s = time.perf_counter() - began
+            stored = array.nbytes_stored()
+            columns = iter(rng.choice(data.shape[1], size=repeat, replace=False).tolist())
+            band_s = best_of(lambda: array[:BAND, :], repeat)
+            column_s = best_of(lambda: array[:, next(columns)], repeat)
+            assert np.array_equal(array[:, 123], data[:, 123])
+            rows.append({
+                "array": name, "chunks": [chunk_rows, cols], "ratio": data.nbytes / stored,
+                "write_mb_s": data.nbytes / write_s / 1e6, "band_read_s": band_s, "column_read_s": column_s,
+                "column_bytes": models * cols * data.dtype.itemsize * stored / data.nbytes,
+                "column_requests": 2 * -(-models // chunk_rows),
+                "chunk_bytes": chunk_rows * cols * data.dtype.itemsize,
+            })
+        shutil.rmtree(path)
+    return rows
+
+
+def example_margins(root: Path) -> dict[str, np.ndarray]:
+    """Margins of a real small experiment (digits MLPs from dmstore.example), made once."""
+    from dmstore.example import make_example
+
+    folder = root / "digits" / "data"
+    if not (folder / "test_margins_50pct.npy").exists():
+        make_example(root, "digits", pct=50, models=2000, eval_models=500)
+    return {f"example {kind}": np.load(folder / f"{kind}_50pct.npy")[:BAND] for kind in ("train_margins", "test_margins")}
+
+
+def report(results: dict) -> None:
+    print("\n== codecs on (2048, 256) chunks, one core (MB/s of raw bytes)")
+    print(f"{'data':24} {'codec':30} {'ratio':>7} {'limit':>6} {'enc MB/s':>9} {'dec MB/s':>9}")
+    for r in results["codecs"]:
+        name = f"{r['cname']} {r['clevel']} {r['shuffle']} bs={r['blocksize'] // 1024}K" + (" *" if r["store"] else "")
+        print(f"{r['data']:24} {name:30} {r['ratio']:7.3f} {r['limit']:6.3f} {r['encode_mb_s']:9.0f} {r['decode_mb_s']:9.0f}")
+    print("  (* = dmstore.store.codec() now; bs=0K: Blosc picks the block size)")
+    w = results["write_path"]
+    print("\n== one margins band written by zarr as one shard (store codecs), MB/s")
+    print(f"zarr, empty-chunk check on (default): {w['zarr_write_empty_chunks_False_mb_s']:.0f}; "
+          f"off: {w['zarr_write_empty_chunks_True_mb_s']:.0f}; encoding alone (one core): {w['encode_only_mb_s']:.0f}")
+    print(f"\n== chunk shapes ({results['models']:,} models x {N_TRAIN:,} examples; shard = rows x all columns; "
+          f"best of {results['repeat']})")
+    print(f"{'array':14} {'chunk':>10} {'ratio':>6} {'write MB/s':>10} {'band 2048 s':>12} {'column s':>9} "
+          f"{'column MB':>10} {'requests':>9}")
+    for r in results["shapes"]:
+        print(f"{r['array']:14} {'x'.join(map(str, r['chunks'])):>10} {r['ratio']:6.3f} {r['write_mb_s']:10.0f} "
+              f"{r['band_read_s']:12.3f} {r['column_read_s']:9.4f} {r['column_bytes'] / 1e6:10.2f} {r['column_requests']:9d}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=16384, help="models of the chunk-shape stores")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=Path("/work/bench-data"), help="scratch stores (outside the repo)")
+    args = parser.parse_args()
+    work = args.data / "chunks-work"
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 2, size=(args.models, N_TRAIN), dtype=np.uint8).view(bool)
+    margins = (rng.standard_normal((args.models, N_TRAIN), dtype=np.float32) * 2 + 1).astype(np.float16)
+    samples = {"masks (random, 50%)": masks[:BAND], "margins N(1, 2)": margins[:BAND], **example_margins(args.data / "example")}
+    results = {"command": " ".join(["python", "benchmarks/bench_chunks.py", *sys.argv[1:]]), "models": args.models,
+               "repeat": args.repeat}
+    results["codecs"] = codec_table(samples, args.repeat)
+    results["write_path"] = write_path(margins, work, args.repeat)
+    results["shapes"] = shape_table({"train_masks": masks, "train_margins": margins}, work, args.repeat)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "bench_chunks.json").write_text(json.dumps(results, indent=1))
+    report(results)
+    print(f"\nwrote {OUT / 'bench_chunks.json'}")
+
+
+if __name__ == "__main__":
+    main()
