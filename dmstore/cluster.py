@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -51,6 +52,7 @@ def dask_client(
         memory_limit=memory_limit if memory_limit is not None else 0,
         dashboard_address=":0",
         host="127.0.0.1",
+        silence_logs=logging.ERROR,
     )
     with cluster, Client(cluster) as client:
         yield client
