@@ -129,13 +129,14 @@ def draw_model(
 
     They depend only on ``(seed, row)``: the generator is seeded with
     ``SeedSequence([seed, row])``; the subset is ``k`` sorted indices drawn without
-    replacement from ``range(n_train)``, then ``w1 [d, H], b1 [1, H], w2 [H, C], b2 [1, C]``
-    (float32) are uniform in ``±1/sqrt(fan_in)``, as PyTorch initialises ``nn.Linear``.
+    replacement from ``range(n_train)``, then ``w1 [H, d], b1 [H, 1], w2 [C, H], b2 [C, 1]``
+    (float32, weights ``[out, in]`` as in ``nn.Linear``) are uniform in ``±1/sqrt(fan_in)``,
+    as PyTorch initialises ``nn.Linear``.
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, row]))
     subset = np.sort(rng.choice(n_train, size=k, replace=False))
-    layers = [((n_features, hidden), n_features), ((1, hidden), n_features)]
-    layers += [((hidden, n_classes), hidden), ((1, n_classes), hidden)]
+    layers = [((hidden, n_features), n_features), ((hidden, 1), n_features)]
+    layers += [((n_classes, hidden), hidden), ((n_classes, 1), hidden)]
     params = [
         (rng.uniform(-1.0, 1.0, size=shape) / np.sqrt(fan_in)).astype(np.float32)
         for shape, fan_in in layers
@@ -156,37 +157,40 @@ def train_models(
     """Train B MLPs at once, each on its own subset; return their logits on ``x_eval``.
 
     Each model minimises the mean cross-entropy over its ``k`` subset examples with ``steps``
-    full-batch Adam steps; the B models are one stack of tensors (``baddbmm``).
+    full-batch Adam steps; the B models are one stack of tensors (``baddbmm``), with examples
+    on the last axis (``[B, features, k]``), where the softmax over classes is fastest.
 
     Parameters
     ----------
     subsets
         ``[B, k]`` indices into ``x_train`` of each model's training examples.
     init
-        ``w1 [B, d, H], b1 [B, 1, H], w2 [B, H, C], b2 [B, 1, C]`` float32.
+        ``w1 [B, H, d], b1 [B, H, 1], w2 [B, C, H], b2 [B, C, 1]`` float32 (see
+        :func:`draw_model`).
 
     Returns
     -------
     ``[B, len(x_eval), C]`` float32 logits. Memory: about
-    ``4 * B * (k * (d + 4 H + 4 C) + len(x_eval) * (H + C))`` bytes.
+    ``4 * B * (k * (d + 4 H + 4 C) + len(x_eval) * (H + 2 C))`` bytes.
     """
     torch = _require("torch")
-    nn_f = torch.nn.functional
-    xs = torch.from_numpy(x_train)[torch.from_numpy(subsets)]
-    ys = torch.from_numpy(y_train)[torch.from_numpy(subsets)].flatten()
-    params = [torch.from_numpy(p).requires_grad_() for p in init]
+    index = torch.from_numpy(subsets)
+    xs = torch.from_numpy(x_train)[index].transpose(1, 2).contiguous()
+    ys = torch.from_numpy(y_train)[index]
+    params = [torch.tensor(p, requires_grad=True) for p in init]
     w1, b1, w2, b2 = params
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam(params, lr=lr, fused=True)
     k = subsets.shape[1]
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        logits = torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, xs, w1)), w2)
-        loss = nn_f.cross_entropy(logits.flatten(0, 1), ys, reduction="sum") / k
+        logits = torch.baddbmm(b2, w2, torch.baddbmm(b1, w1, xs).relu())
+        loss = torch.nn.functional.cross_entropy(logits, ys, reduction="sum") / k
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        x = torch.from_numpy(x_eval).expand(len(subsets), -1, -1)
-        return torch.baddbmm(b2, torch.baddbmm(b1, x, w1).relu_(), w2).numpy()
+        x = torch.from_numpy(np.ascontiguousarray(x_eval.T)).expand(len(subsets), -1, -1)
+        logits = torch.baddbmm(b2, w2, torch.baddbmm(b1, w1, x).relu_())
+        return logits.transpose(1, 2).contiguous().numpy()
 
 
 def make_example(

@@ -23,7 +23,7 @@ from dmstore.example import (
     subset_size,
 )
 
-SMALL = dict(pct=50, models=800, eval_models=300, seed=3)  # 1100 rows: batches of 500, 500, 100
+SMALL = dict(pct=50, models=450, eval_models=150, seed=3)  # 600 rows: batches of 500 and 100
 SIGNAL = dict(pct=50, models=2000, eval_models=500, seed=0)
 
 
@@ -76,7 +76,7 @@ def test_every_row_sees_exactly_pct_percent(small):
 
 def test_masks_depend_only_on_seed_and_row(small):
     masks = np.load(files(small)["train_masks"], mmap_mode="r")
-    for row in (0, 499, 500, 1099):
+    for row in (0, 499, 500, 599):
         subset, _ = draw_model(SMALL["seed"], row, 1000, 500, 64, 10)
         np.testing.assert_array_equal(np.flatnonzero(masks[row]), subset)
 
@@ -110,7 +110,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small, tmp_path):
     for kind in KINDS:
         assert files(first)[kind].read_bytes() == files(second)[kind].read_bytes()
         assert files(first)[kind].read_bytes() != files(other)[kind].read_bytes()
-        # a row depends only on (seed, row): the same 200 rows open the 1100-row example
+        # a row depends only on (seed, row): the same 200 rows open the 600-row example
         np.testing.assert_array_equal(np.load(files(first)[kind]), np.load(files(small)[kind], mmap_mode="r")[:200])
 
 
@@ -125,11 +125,11 @@ def test_interrupted_run_resumes_to_the_same_bytes(small, tmp_path):
     assert record["rows_done"] == BATCH_MODELS
     resumed = []
     folder = make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
-    assert resumed == [(500, 1000), (1000, 1100)]
+    assert resumed == [(500, 600)]
     for kind in KINDS:
         assert files(folder)[kind].read_bytes() == files(small)[kind].read_bytes()
     assert make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
-    assert len(resumed) == 2  # complete: nothing trained again
+    assert len(resumed) == 1  # complete: nothing trained again
 
 
 def test_other_parameters_need_overwrite_and_pcts_live_side_by_side(tmp_path):
