@@ -210,9 +210,9 @@ def make_example(
     Writes ``out/{dataset}/data/{kind}_{pct}pct.npy`` for every kind in :data:`KINDS`
     (masks bool ``[M, N_train]``, margins float16 ``[M, N]``, logits float16 ``[M, N, C]``,
     ``.npy`` version 1.0, C order) plus ``train_labels.npy``, ``test_labels.npy`` (int64) and
-    ``classes.json``. Row ``r`` depends only on ``(seed, r)`` and on its batch of
-    :data:`BATCH_MODELS` rows (fixed boundaries), so the same call gives the same bytes;
-    margins are computed from the stored float16 logits.
+    ``classes.json``. Row ``r``'s subset and initial weights depend only on ``(seed, r)`` and
+    batches of :data:`BATCH_MODELS` rows have fixed boundaries, so the same call gives the same
+    bytes; margins are computed from the stored float16 logits.
 
     A run records its parameters and finished rows in ``out/{dataset}/example_{pct}pct.json``
     after each batch is flushed; the same call again resumes there. Other parameters for an
@@ -298,7 +298,7 @@ def make_example(
                 for r in range(start, stop)
             ]
             subsets = np.stack([subset for subset, _ in draws])
-            init = [np.stack(layer) for layer in zip(*(params for _, params in draws))]
+            init = [np.stack(layer) for layer in zip(*(weights for _, weights in draws))]
             logits = train_models(split.x_train, split.y_train, x_eval, subsets, init)
             logits16 = logits.astype(np.float16)
             del logits
