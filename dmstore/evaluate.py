@@ -112,8 +112,8 @@ def evaluate(
     -------
     xarray.Dataset
         ``spearman``, ``pearson``, ``mse`` (``target``); ``predicted`` and ``true`` margins
-        (``model``, ``sample``) of the targets at the 10%, 50% and 90% quantiles of Spearman;
-        attributes ``lds``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``, ``n_targets``.
+        (``model``, ``sample``) of the targets at the 10%, 50% and 90% quantiles of Spearman
+        in the first batch of targets (all targets when they fit in one batch); attributes ``lds``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``, ``n_targets``.
     """
     ds = open_store(store, storage_options=storage_options)
     dm = read_datamodels(store, target, storage_options)
@@ -143,20 +143,19 @@ def evaluate(
             cols = slice(start, start + batch)
             predicted = predict(masks, dm["weight"].data[:, cols], dm["bias"].data[cols])
             true = margins[:, columns[cols]].astype(np.float32)
-            for name, values in target_scores(*_gather(client, [predicted, true], bands, bar)).items():
+            predicted, true = _gather(client, [predicted, true], bands, bar)
+            batch_scores = target_scores(predicted, true)
+            for name, values in batch_scores.items():
                 scores[name].append(values)
-        result = xr.Dataset(
-            {name: ("target", np.concatenate(values)) for name, values in scores.items()},
-            coords={"target": targets},
-        )
-        samples = _sample_targets(result["spearman"].values)
-        predicted = predict(masks, dm["weight"].data[:, samples], dm["bias"].data[samples])
-        true = margins[:, columns[samples]].astype(np.float32)
-        predicted, true = client.compute([predicted, true], sync=True)
+            if start == 0:
+                samples = _sample_targets(batch_scores["spearman"])
+                sample_margins = {"predicted": predicted[:, samples], "true": true[:, samples]}
     eval_models = np.concatenate([ds["model"].values[band] for band in bands])
-    result["predicted"] = (("model", "sample"), predicted)
-    result["true"] = (("model", "sample"), true)
-    result = result.assign_coords(model=eval_models, sample=targets[samples])
+    result = xr.Dataset(
+        {name: ("target", np.concatenate(values)) for name, values in scores.items()}
+        | {name: (("model", "sample"), values) for name, values in sample_margins.items()},
+        coords={"target": targets, "model": eval_models, "sample": targets[samples]},
+    )
     result.attrs = {
         "target_split": target,
         "lds": float(np.nanmean(result["spearman"])),
