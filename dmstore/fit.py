@@ -18,18 +18,15 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from dmstore import __version__
-from dmstore.cluster import dask_client
 from dmstore.datamodels import group_path, has_datamodels, write_datamodels
 from dmstore.dataset import open as open_store
 from dmstore.device import array_namespace
 from dmstore.errors import DmstoreError
 from dmstore.lasso import check_options, lasso, lasso_path
-from dmstore.moment_pass import BandTask, PassSums, dask_pass, local_pass
-from dmstore.rows import model_positions, shard_bands
+from dmstore.moment_pass import SYNCHRONOUS, PassSums, moment_sums
+from dmstore.rows import model_positions
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-#: ``scheduler`` value that runs the pass in this process, without Dask.
-SYNCHRONOUS = "synchronous"
 
 
 def validation_count(val_models: float, n_fit: int) -> int:
@@ -153,11 +150,11 @@ def fit(
 
     Notes
     -----
-    Memory. The pass: per worker one band of rows (shards of at most 2048 models) and at most
-    three sums of ``8 (N^2 + N T)`` bytes; the client holds the fit and validation sums
-    (``2 x 8 (N^2 + N T)`` bytes). The path: on the device, two ``N x N`` Grams of ``dtype``
-    (plus one float64 ``N x N`` while each is built) and about sixteen ``N x target_batch``
-    arrays; the result, ``N x T`` float64, on the host.
+    Memory: on the host (CPU) at most :func:`memory_estimate` bytes, checked against the free
+    memory before the pass: the fit and validation sums ``2 x 8 (N^2 + N T)``, two solver Grams
+    ``N^2`` of ``dtype`` plus a float64 one while building, ``~17 N x target_batch`` solver
+    arrays and three ``N x T`` float64 weight arrays. A worker of the pass holds one band (at
+    most one shard, 2048 models) and at most three sums of ``8 (N^2 + N T)`` bytes.
     """
     started = time.perf_counter()
     xp = array_namespace(device)
@@ -189,17 +186,11 @@ def fit(
             f"fitting these targets needs about {need / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free: "
             "fit fewer --targets at a time, lower --target-batch, or use a larger machine or --device cuda"
         )
-    tasks = [
-        BandTask(store, storage_options, margins, band, columns, kind)
-        for kind, rows in (("fit", fit_rows), ("val", val_rows))
-        for band in shard_bands(rows, shard_rows)
-    ]
     with tqdm(total=positions.size, desc="moments", unit="model", disable=not progress) as bar:
-        if device == "cuda" or scheduler == SYNCHRONOUS:
-            sums = local_pass(tasks, xp, bar.update)
-        else:
-            with dask_client(scheduler) as client:
-                sums = dask_pass(client, tasks, bar.update)
+        sums = moment_sums(
+            store, margins, {"fit": fit_rows, "val": val_rows}, columns, shard_rows, xp=xp,
+            scheduler=scheduler, progress=bar.update, storage_options=storage_options,
+        )
     _check_finite(sums, ds, margins, target)
     passed = time.perf_counter()
 

@@ -21,12 +21,15 @@ import numpy as np
 import zarr
 from dask.distributed import Client, as_completed
 
+from dmstore.cluster import dask_client
 from dmstore.dataset import as_store
 from dmstore.moments import Moments, band_moments
-from dmstore.rows import band_size
+from dmstore.rows import band_size, shard_bands
 
 #: Non-finite margins a band reports by position (all of them are counted).
 BAD_REPORTED = 5
+#: ``scheduler`` value that runs the pass in this process, without Dask.
+SYNCHRONOUS = "synchronous"
 
 Band = slice | np.ndarray
 
@@ -157,3 +160,33 @@ def local_pass(tasks: Sequence[BandTask], xp: ModuleType, progress: Callable[[in
             total.n_bad += part.n_bad
             progress(band_size(task.band))
     return total
+
+
+def moment_sums(
+    store: Any,
+    margins: str,
+    rows: dict[str, np.ndarray],
+    columns: slice,
+    shard_rows: tuple[int, ...],
+    *,
+    xp: ModuleType,
+    scheduler: Any,
+    progress: Callable[[int], None],
+    storage_options: dict | None = None,
+) -> PassSums:
+    """The statistics of the ``fit`` and ``val`` row positions of a store, in one pass.
+
+    Each set of rows is cut into shard-aligned bands (``shard_rows``: the rows of each shard);
+    the bands run on Dask (``scheduler``: ``None`` for a local cluster, an address or a client)
+    or, with ``scheduler="synchronous"`` or a GPU namespace ``xp``, in this process.
+    ``progress`` is called with the rows of each band done.
+    """
+    tasks = [
+        BandTask(store, storage_options, margins, band, columns, kind)
+        for kind, positions in rows.items()
+        for band in shard_bands(positions, shard_rows)
+    ]
+    if xp is not np or scheduler == SYNCHRONOUS:
+        return local_pass(tasks, xp, progress)
+    with dask_client(scheduler) as client:
+        return dask_pass(client, tasks, progress)

@@ -20,9 +20,9 @@ from dmstore.errors import DmstoreError
 from dmstore.evaluate import target_scores
 from dmstore.fit import fit, memory_estimate, target_columns, validation_count
 from dmstore.lasso import lasso, lasso_path as dm_lasso_path
-from dmstore.moment_pass import BandTask, dask_pass, local_pass
+from dmstore.moment_pass import moment_sums
 from dmstore.moments import band_moments
-from dmstore.rows import shard_bands
+from dmstore.rows import band_size, shard_bands
 
 SHARD_ROWS = 64
 
@@ -92,28 +92,21 @@ def fit_and_val_rows(split: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndar
     return fit_rows[:-n_val], fit_rows[-n_val:]
 
 
-def tasks_for(path, fit_rows, val_rows, columns):
-    return [
-        BandTask(path, None, "test_margins", band, columns, kind)
-        for kind, rows in (("fit", fit_rows), ("val", val_rows))
-        for band in shard_bands(rows, (SHARD_ROWS,) * 20)
-    ]
-
-
 def test_pass_on_a_local_cluster_equals_the_in_memory_moments(store, client):
     path, arrays = store
     fit_rows, val_rows = fit_and_val_rows(arrays["split"], 74)
-    columns = slice(3, 20)
-    tasks = tasks_for(path, fit_rows, val_rows, columns)
-    assert any(isinstance(t.band, np.ndarray) for t in tasks)  # eval rows inside a shard
+    rows, columns, shards = {"fit": fit_rows, "val": val_rows}, slice(3, 20), (SHARD_ROWS,) * 15
+    bands = [band for positions in rows.values() for band in shard_bands(positions, shards)]
+    assert any(isinstance(band, np.ndarray) for band in bands)  # evaluation rows inside a shard
     seen = []
-    sums = dask_pass(client, tasks, seen.append)
-    assert sum(seen) == fit_rows.size + val_rows.size and len(seen) == len(tasks)
-    local = local_pass(tasks, np, lambda rows: None)
-    for kind, rows in (("fit", fit_rows), ("val", val_rows)):
-        expected = band_moments(arrays["masks"][rows], arrays["test_margins"][rows, columns])
+    sums = moment_sums(path, "test_margins", rows, columns, shards, xp=np, scheduler=client, progress=seen.append)
+    assert sorted(seen) == sorted(band_size(band) for band in bands)
+    local = moment_sums(path, "test_margins", rows, columns, shards, xp=np, scheduler="synchronous",
+                        progress=lambda n: None)
+    for kind, positions in rows.items():
+        expected = band_moments(arrays["masks"][positions], arrays["test_margins"][positions, columns])
         for got in (getattr(sums, kind), getattr(local, kind)):
-            assert got.n == rows.size
+            assert got.n == positions.size
             np.testing.assert_array_equal(got.xtx, expected.xtx)  # exact integer counts
             np.testing.assert_array_equal(got.xsum, expected.xsum)
             for name in ("xty", "ysum", "yy"):
