@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from dmstore import __version__
 from dmstore.errors import DmstoreError
 
 # command modules, in the order ``dmstore --help`` lists them
-COMMANDS = ("catalog", "convert", "info", "verify", "export", "example", "evaluate", "stats", "fit")
+COMMANDS = ("catalog", "convert", "info", "verify", "export", "example", "evaluate", "stats", "fit", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except DmstoreError as exc:
         print(f"dmstore: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `dmstore catalog | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("dmstore: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
