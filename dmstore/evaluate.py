@@ -21,22 +21,23 @@ from dmstore.errors import DmstoreError
 from dmstore.predict import predict
 from dmstore.rows import band_size, model_bands
 
-MEMORY = 1 << 30  # bytes the client may use for one batch of targets
+MEMORY = 1 << 30  # bytes for one batch of targets: its weights and its gathered margins
 BYTES_PER_CELL = 48  # gathered float32 predicted and true margins, float64 ranks and centred copies
 SAMPLE_QUANTILES = (0.1, 0.5, 0.9)  # targets whose margins the result keeps (by Spearman)
 
 
-def target_batch(n_eval: int, memory: int = MEMORY) -> int:
-    """Targets scored at once so that ``n_eval x batch x BYTES_PER_CELL`` stays within ``memory``."""
-    return max(1, memory // (BYTES_PER_CELL * max(n_eval, 1)))
+def target_batch(n_eval: int, n_train: int, memory: int = MEMORY) -> int:
+    """Targets scored at once: their float32 weights (``4 x n_train`` bytes each) and their
+    gathered margins (``BYTES_PER_CELL x n_eval``) fit in ``memory`` bytes (at least one target)."""
+    return max(1, memory // (4 * n_train + BYTES_PER_CELL * n_eval))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of each column of ``a`` with the same column of ``b`` (NaN if constant)."""
     a = np.asarray(a, dtype=np.float64)
-    a -= a.mean(axis=0)
+    a = a - a.mean(axis=0)
     b = np.asarray(b, dtype=np.float64)
-    b -= b.mean(axis=0)
+    b = b - b.mean(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.einsum("mt,mt->t", a, b) / np.sqrt(np.einsum("mt,mt->t", a, a) * np.einsum("mt,mt->t", b, b))
 
@@ -86,11 +87,13 @@ def evaluate(
     across models, and the mean squared error. The LDS (linear datamodeling score) is the mean
     Spearman over targets (targets with no correlation, NaN, are left out of the means).
 
-    Predictions run on Dask, one task per shard-aligned band of evaluation rows. Memory: on a
-    worker, one band of masks (bool, all training examples) plus a ``[N_train, 512]`` float32
-    block of weights and the band's predictions; on the client, targets are scored in batches of
-    ``target_batch(n_eval, memory)`` so that at most ``memory`` bytes (48 per evaluation model
-    and target) hold one batch's margins, ranks and centred copies.
+    Targets are scored in batches of ``target_batch(n_eval, N_train, memory)``. For each batch,
+    predictions run on Dask, one task per shard-aligned band of evaluation rows and 512 targets;
+    the client gathers the batch's predicted and true margins of all evaluation models and ranks
+    them. Memory: the batch's weights (``N_train x batch`` float32, on the workers, at worst one
+    copy per worker), one band of masks (bool, all training examples) per worker, and on the
+    client the batch's margins, ranks and centred copies (48 bytes per model and target);
+    ``memory`` bounds the weights plus the client's share.
 
     Parameters
     ----------
@@ -106,14 +109,15 @@ def evaluate(
     write
         Write the result into the store's group ``evaluation/{target}``.
     memory
-        Client bytes for one batch of targets.
+        Bytes for one batch of targets (weights and gathered margins).
 
     Returns
     -------
     xarray.Dataset
         ``spearman``, ``pearson``, ``mse`` (``target``); ``predicted`` and ``true`` margins
         (``model``, ``sample``) of the targets at the 10%, 50% and 90% quantiles of Spearman
-        in the first batch of targets (all targets when they fit in one batch); attributes ``lds``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``, ``n_targets``.
+        in the first batch of targets (all targets when they fit in one batch); attributes
+        ``lds``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``, ``n_targets``.
     """
     ds = open_store(store, storage_options=storage_options)
     dm = read_datamodels(store, target, storage_options)
@@ -126,6 +130,8 @@ def evaluate(
             f"{ds.sizes['train']}: fit or import datamodels for this store"
         )
     targets = dm["target"].values
+    if targets.size == 0:
+        raise DmstoreError(f"the store's {target} datamodels have no targets: fit them again")
     columns = ds.indexes[target].get_indexer(targets)
     if (columns < 0).any():
         raise DmstoreError(f"datamodel targets missing from the store's {target} examples: {targets[columns < 0][:5]}")
@@ -133,7 +139,7 @@ def evaluate(
     masks = da.concatenate([ds["train_masks"].data[band] for band in bands])
     margins = da.concatenate([ds[margins_name].data[band] for band in bands])
     n_eval = masks.shape[0]
-    batch = target_batch(n_eval, memory)
+    batch = target_batch(n_eval, masks.shape[1], memory)
     starts = range(0, len(targets), batch)
     scores: dict[str, list[np.ndarray]] = {"spearman": [], "pearson": [], "mse": []}
     with dask_client(scheduler) as client, tqdm(
@@ -150,6 +156,7 @@ def evaluate(
             if start == 0:
                 samples = _sample_targets(batch_scores["spearman"])
                 sample_margins = {"predicted": predicted[:, samples], "true": true[:, samples]}
+            del predicted, true  # before the next batch is gathered
     eval_models = np.concatenate([ds["model"].values[band] for band in bands])
     result = xr.Dataset(
         {name: ("target", np.concatenate(values)) for name, values in scores.items()}

@@ -39,17 +39,17 @@ def reference_scores(masks, weight, bias, true):
 
 
 @pytest.mark.parametrize(
-    ("n_eval", "memory", "expected"),
+    ("n_eval", "n_train", "memory", "expected"),
     [
-        (10_000, 1 << 30, (1 << 30) // (BYTES_PER_CELL * 10_000)),  # CIFAR: 2236 targets at once
-        (100, 100 * BYTES_PER_CELL * 7, 7),
-        (100, 100 * BYTES_PER_CELL * 7 + 1, 7),
-        (100, 10, 1),  # always at least one target
-        (0, 1000, 1000 // BYTES_PER_CELL),
+        (10_000, 50_000, 1 << 30, 1579),  # CIFAR: 680 kB per target, 7 batches for 10,000 targets
+        (100, 0, 100 * BYTES_PER_CELL * 7, 7),
+        (100, 0, 100 * BYTES_PER_CELL * 7 + 1, 7),
+        (100, 50, (100 * BYTES_PER_CELL + 200) * 3, 3),
+        (100, 50, 10, 1),  # always at least one target
     ],
 )
-def test_target_batch(n_eval, memory, expected):
-    assert target_batch(n_eval, memory) == expected
+def test_target_batch(n_eval, n_train, memory, expected):
+    assert target_batch(n_eval, n_train, memory) == expected
 
 
 @settings(max_examples=40, deadline=None)
@@ -90,7 +90,7 @@ def test_evaluate_matches_scipy_in_target_batches(client, tmp_path):
     path, arrays = synthetic_store()
     eval_rows = arrays["split"] == "eval"
     # 4 targets per batch: 3 batches over the 12 targets, each over the shard-aligned bands
-    memory = 4 * BYTES_PER_CELL * int(eval_rows.sum())
+    memory = 4 * (BYTES_PER_CELL * int(eval_rows.sum()) + 4 * arrays["masks"].shape[1])
     result = evaluate(path, scheduler=client, plot=tmp_path / "eval.png", memory=memory, progress=False)
     spearman, pearson, mse = reference_scores(
         arrays["masks"][eval_rows], arrays["test_weight"], arrays["test_bias"],

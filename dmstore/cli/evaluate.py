@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--no-write", dest="write", action="store_false",
                         help="do not write the scores into the store (e.g. a read-only store)")
     parser.add_argument("--memory", default=f"{MEMORY >> 20}MiB",
-                        help="client memory for one batch of targets (default: %(default)s)")
+                        help="memory for one batch of targets: its weights and gathered margins (default: %(default)s)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_scheduler_option(parser)
     parser.set_defaults(func=run)
