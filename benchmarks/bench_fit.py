@@ -5,7 +5,8 @@ non-linear function of a few masks plus noise (no planted linear model) is writt
 each in a fresh process (wall time, peak resident memory of the process tree sampled every 20 ms):
 
 - ``dmstore``: ``fit(store)`` with its defaults (100 lams down to 1e-3, validation on the last 10%
-  of the fit models, refit on all fit models), the pass on a local cluster of worker processes;
+  of the fit models, refit on all fit models, the pass in-process); and the same with the pass
+  on a local Dask cluster of worker processes (``scheduler="local"``);
 - ``sklearn-best``: the best scikit-learn can do: the fit rows loaded into memory, one
   precomputed Gram of the standardised masks shared by all targets, per target ``lasso_path`` on
   the same grid with the same tolerance, validation MSE on the same rows, and a warm-started
@@ -224,7 +225,7 @@ def compare(args: argparse.Namespace, out: Path) -> dict:
         make_store(store, args.models, args.eval_models, args.train, args.targets)
     runs = {
         "dmstore": ["dmstore", str(store), str(out / "dmstore.npz")],
-        "dmstore (synchronous)": ["dmstore", str(store), str(out / "dmstore-sync.npz"), "--scheduler", "synchronous"],
+        "dmstore (local Dask cluster)": ["dmstore", str(store), str(out / "dmstore-dask.npz"), "--scheduler", "local"],
         "sklearn-best": ["sklearn-best", str(store), str(out / "sklearn-best.npz"), "--n", str(args.sklearn_targets),
                          "--threads", "2"],
         "LassoCV": ["LassoCV", str(store), str(out / "lassocv.npz"), "--n", str(args.lassocv_targets)],
@@ -257,7 +258,7 @@ def compare(args: argparse.Namespace, out: Path) -> dict:
 
 def scaling(args: argparse.Namespace, out: Path) -> dict:
     """Time (pass + path) and peak memory above the interpreter's of ``fit`` as M, N and T grow
-    one at a time around a base size, in-process pass (``scheduler="synchronous"``)."""
+    one at a time around a base size (default, in-process pass)."""
     from dmstore.fit import memory_estimate
 
     base = {"models": 8000, "train": 1000, "targets": 256}
@@ -269,7 +270,7 @@ def scaling(args: argparse.Namespace, out: Path) -> dict:
         store = out / f"scale-{size['models']}x{size['train']}x{size['targets']}.zarr"
         if not store.exists():
             make_store(store, size["models"], 100, size["train"], size["targets"])
-        result = measure(["dmstore", str(store), str(out / "scale.npz"), "--scheduler", "synchronous"])
+        result = measure(["dmstore", str(store), str(out / "scale.npz")])
         rows.append({**size, "seconds": result["seconds_pass"] + result["seconds_path"],
                      "seconds_pass": result["seconds_pass"], "seconds_path": result["seconds_path"],
                      "data_mib": result["peak_rss_mib"] - result["rss_before_mib"],

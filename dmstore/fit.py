@@ -23,7 +23,7 @@ from dmstore.dataset import open as open_store
 from dmstore.device import array_namespace
 from dmstore.errors import DmstoreError
 from dmstore.lasso import check_options, lasso, lasso_path
-from dmstore.moment_pass import SYNCHRONOUS, PassSums, moment_sums
+from dmstore.moment_pass import PassSums, moment_sums
 from dmstore.rows import model_positions
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -55,7 +55,7 @@ def memory_estimate(n_train: int, n_targets: int, target_batch: int, dtype: str,
 
     The fit and validation sums (``2 x 8 (N^2 + N T)``), one float64 Gram being built beside the
     two solver Grams, the solver's ``[N, target_batch]`` arrays, three ``[N, T]`` float64 copies
-    of the weights, and a band being read in this process (synchronous pass).
+    of the weights, and a band being read in this process (the in-process pass).
     """
     item = np.dtype(DTYPES[dtype]).itemsize
     n, t, b = n_train, n_targets, min(target_batch, n_targets)
@@ -136,8 +136,9 @@ def fit(
     device
         ``cpu`` (numpy) or ``cuda`` (CuPy; the pass then runs in this process on the GPU).
     scheduler
-        ``None`` (a local cluster of worker processes), a scheduler address, a
-        ``dask.distributed.Client``, or ``"synchronous"`` (this process, no Dask).
+        Where the pass runs: ``None`` in this process (the fastest on one machine), ``"local"``
+        on a local Dask cluster of worker processes, a scheduler address or a
+        ``dask.distributed.Client`` on that Dask cluster (whose workers must reach the store).
     overwrite
         Replace datamodels the store already holds for ``target``.
 
@@ -162,7 +163,7 @@ def fit(
     if dtype not in DTYPES:
         raise DmstoreError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     group_path(target)
-    if device == "cuda" and scheduler not in (None, SYNCHRONOUS):
+    if device == "cuda" and scheduler is not None:
         raise DmstoreError("--device cuda runs the pass in this process on its GPU: leave out --scheduler")
     if has_datamodels(store, target, storage_options) and not overwrite:
         raise DmstoreError(

@@ -2,10 +2,15 @@
 
 Each task reads one shard-aligned band of rows with zarr (the masks and the target margins),
 checks that the margins are finite, and adds the band's :class:`~dmstore.moments.Moments` to a
-running sum. On Dask the bands form one chain of tasks per worker (each link adds its band to
-the previous link's sum, so a worker holds one sum, not one per band), and the chains are
-tree-summed at the end. On a GPU the pass runs in this process, summing on the device while a
-thread reads the next band.
+running sum. By default the bands run in this process: the band products use every core through
+BLAS (or the GPU), a thread reads the next band meanwhile, and the sums are added in place. On a
+Dask cluster the bands form one chain of tasks per worker (each link adds its band to the
+previous link's sum, so a worker holds one sum, not one per band), and the chains are tree-summed
+at the end.
+
+On one machine the in-process pass is the faster one (measured in benchmarks/RESULTS.md: a local
+cluster spends seconds starting and moves ``N x N`` sums between processes, and each of its
+workers holds up to three of them); Dask pays off on a cluster of several machines.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from dmstore.rows import band_size, shard_bands
 
 #: Non-finite margins a band reports by position (all of them are counted).
 BAD_REPORTED = 5
-#: ``scheduler`` value that runs the pass in this process, without Dask.
-SYNCHRONOUS = "synchronous"
+#: ``scheduler`` value for a local Dask cluster of worker processes on this machine.
+LOCAL_CLUSTER = "local"
 
 Band = slice | np.ndarray
 
@@ -177,8 +182,8 @@ def moment_sums(
     """The statistics of the ``fit`` and ``val`` row positions of a store, in one pass.
 
     Each set of rows is cut into shard-aligned bands (``shard_rows``: the rows of each shard);
-    the bands run on Dask (``scheduler``: ``None`` for a local cluster, an address or a client)
-    or, with ``scheduler="synchronous"`` or a GPU namespace ``xp``, in this process.
+    ``scheduler``: ``None`` runs them in this process (with ``xp``: numpy or cupy), ``"local"``
+    on a local Dask cluster of worker processes, an address or a ``Client`` on that cluster.
     ``progress`` is called with the rows of each band done.
     """
     tasks = [
@@ -186,7 +191,7 @@ def moment_sums(
         for kind, positions in rows.items()
         for band in shard_bands(positions, shard_rows)
     ]
-    if xp is not np or scheduler == SYNCHRONOUS:
+    if scheduler is None:
         return local_pass(tasks, xp, progress)
-    with dask_client(scheduler) as client:
+    with dask_client(None if scheduler == LOCAL_CLUSTER else scheduler) as client:
         return dask_pass(client, tasks, progress)

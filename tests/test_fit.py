@@ -101,8 +101,7 @@ def test_pass_on_a_local_cluster_equals_the_in_memory_moments(store, client):
     seen = []
     sums = moment_sums(path, "test_margins", rows, columns, shards, xp=np, scheduler=client, progress=seen.append)
     assert sorted(seen) == sorted(band_size(band) for band in bands)
-    local = moment_sums(path, "test_margins", rows, columns, shards, xp=np, scheduler="synchronous",
-                        progress=lambda n: None)
+    local = moment_sums(path, "test_margins", rows, columns, shards, xp=np, scheduler=None, progress=lambda n: None)
     for kind, positions in rows.items():
         expected = band_moments(arrays["masks"][positions], arrays["test_margins"][positions, columns])
         for got in (getattr(sums, kind), getattr(local, kind)):
@@ -146,7 +145,7 @@ def test_evaluation_rows_are_never_read(tmp_path):
     path = tmp_path / "store.zarr"
     arrays = write_store(path, nan_at=[(212, 1), (850, 3)])  # NaN margins in evaluation rows only
     assert arrays["split"][212] == arrays["split"][850] == "eval"
-    result = fit(str(path), scheduler="synchronous", progress=False)
+    result = fit(str(path), progress=False)
     assert np.isfinite(result["weight"].values).all()
 
 
@@ -154,7 +153,7 @@ def test_non_finite_fit_margins_are_named(tmp_path):
     path = tmp_path / "store.zarr"
     write_store(path, nan_at=[(5, 2), (700, 9), (701, 9)])
     with pytest.raises(DmstoreError, match=r"3 NaN or infinite.*model 1005 test 502, model 1700 test 509"):
-        fit(str(path), scheduler="synchronous", progress=False)
+        fit(str(path), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -185,11 +184,11 @@ def test_store_without_masks_or_margins(tmp_path, missing):
 
 def test_existing_datamodels_are_kept_unless_overwrite_and_checked_before_the_pass(store):
     path, _ = store
-    first = fit(path, targets=slice(0, 4), scheduler="synchronous", progress=False)
+    first = fit(path, targets=slice(0, 4), progress=False)
     # an unreachable scheduler proves the check comes before the pass
     with pytest.raises(DmstoreError, match="already holds datamodels"):
         fit(path, scheduler="tcp://127.0.0.1:9", progress=False)
-    again = fit(path, targets=slice(4, 10), scheduler="synchronous", overwrite=True, progress=False)
+    again = fit(path, targets=slice(4, 10), overwrite=True, progress=False)
     assert first.sizes["target"] == 4 and again.sizes["target"] == 6
     np.testing.assert_array_equal(read_datamodels(path, "test")["target"].values, np.arange(504, 510))
 
@@ -228,7 +227,7 @@ def test_peak_memory_stays_under_the_estimate(tmp_path):
     estimate = memory_estimate(120, 60, 16, "float64", SHARD_ROWS)
     tracemalloc.start()
     try:
-        fit(str(path), scheduler="synchronous", dtype="float64", target_batch=16, progress=False)
+        fit(str(path), dtype="float64", target_batch=16, progress=False)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -239,7 +238,7 @@ def test_peak_memory_stays_under_the_estimate(tmp_path):
 def test_cli(store, capsys):
     path, _ = store
     code = main(["fit", path, "--targets", "0:6", "--val-models", "60", "--lambdas", "40", "--no-progress",
-                 "--scheduler", "synchronous"])
+                 "--scheduler", "local"])
     out = capsys.readouterr().out
     assert code == 0
     assert "fitted 6 test datamodels on 680 + 60 models" in out and "mean validation R^2" in out

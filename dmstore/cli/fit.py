@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dmstore.cli.common import add_scheduler_option
 from dmstore.datamodels import SPLITS
 from dmstore.device import DEVICES
 from dmstore.errors import DmstoreError
@@ -64,7 +63,10 @@ def register(subparsers) -> None:
                         help="cpu (numpy) or cuda (CuPy on this machine's GPU) (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace datamodels the store already holds")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    add_scheduler_option(parser)
+    parser.add_argument("--scheduler", metavar="ADDRESS|local",
+                        help="run the pass on an existing Dask cluster (its workers must reach the store), or "
+                        "'local' for a local cluster of worker processes (default: in this process, the "
+                        "fastest on one machine)")
     parser.set_defaults(func=run)
 
 
