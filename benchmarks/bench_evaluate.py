@@ -140,8 +140,8 @@ def main() -> None:
     for method, r in results.items():
         print(f"{method:<9}{r['seconds']:>9.1f}{r['peak_rss_gib']:>14.2f}{r['lds']:>10.5f}")
     d, n = results["dmstore"], results["numpy"]
-    print(f"ratios dmstore/numpy: time {d['seconds'] / n['seconds']:.2f}, memory {d['peak_rss_gib'] / n['peak_rss_gib']:.2f}; "
-          f"largest Spearman difference {diff:.1e}")
+    print(f"ratios dmstore/numpy: time {d['seconds'] / n['seconds']:.2f}, "
+          f"memory {d['peak_rss_gib'] / n['peak_rss_gib']:.2f}; largest Spearman difference {diff:.1e}")
 
 
 if __name__ == "__main__":

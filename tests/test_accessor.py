@@ -115,7 +115,8 @@ def test_nearest_by_cosine(store):
     ds, arrays = store
     weight = arrays["test_weight"].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = weight.T @ weight[:, column(arrays, 7)] / (np.linalg.norm(weight, axis=0) * np.linalg.norm(weight[:, column(arrays, 7)]))
+        w = weight[:, column(arrays, 7)]
+        cosine = weight.T @ w / (np.linalg.norm(weight, axis=0) * np.linalg.norm(w))
     others = [i for i in range(TEST_TARGETS.size) if TEST_TARGETS[i] != 7]
     order = sorted(others, key=lambda i: -np.nan_to_num(cosine[i], nan=-np.inf))
     nearest = ds.dm.nearest(test=7, k=20)

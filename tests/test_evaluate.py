@@ -135,7 +135,8 @@ def test_evaluate_real_example_on_worker_processes(client, tmp_path):
     eval_rows = ds["split"].values == "eval"
     result = evaluate(str(path), scheduler=client, plot=tmp_path / "example.png", progress=False)
     spearman, pearson, mse = reference_scores(
-        ds["train_masks"].values[eval_rows], dm["weight"].values, dm["bias"].values, ds["test_margins"].values[eval_rows]
+        ds["train_masks"].values[eval_rows], dm["weight"].values, dm["bias"].values,
+        ds["test_margins"].values[eval_rows],
     )
     assert result.attrs["n_targets"] == 797 and result.attrs["n_eval_models"] == 150
     # float32 predictions summed in another order may swap two nearly tied models: one swap
@@ -171,7 +172,8 @@ def test_missing_pieces_are_one_line_errors(client, tmp_path, capsys):
     ds.to_zarr(tmp_path / "plain.zarr", zarr_format=3)
     with pytest.raises(DmstoreError, match="no datamodels for 'test'"):
         evaluate(tmp_path / "plain.zarr", scheduler=client, progress=False)
-    ds.assign_coords(split=("model", np.full(ds.sizes["model"], "fit", dtype=object))).to_zarr(tmp_path / "fit.zarr", zarr_format=3)
+    all_fit = np.full(ds.sizes["model"], "fit", dtype=object)
+    ds.assign_coords(split=("model", all_fit)).to_zarr(tmp_path / "fit.zarr", zarr_format=3)
     write_datamodels(str(tmp_path / "fit.zarr"), "test", arrays["test_weight"], arrays["test_bias"],
                      arrays["test_bias"], targets=TEST_TARGETS)
     with pytest.raises(DmstoreError, match="no models as 'eval'"):

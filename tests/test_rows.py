@@ -48,7 +48,8 @@ def test_bands_give_back_the_rows_and_never_cross_a_shard(shard_rows, data):
 
 
 def test_model_positions():
-    ds = xr.Dataset(coords={"model": np.arange(5), "split": ("model", np.array(["fit", "eval", "fit", "fit", "eval"], dtype=object))})
+    split = np.array(["fit", "eval", "fit", "fit", "eval"], dtype=object)
+    ds = xr.Dataset(coords={"model": np.arange(5), "split": ("model", split)})
     np.testing.assert_array_equal(model_positions(ds, "eval"), [1, 4])
     np.testing.assert_array_equal(model_positions(ds, "fit"), [0, 2, 3])
     np.testing.assert_array_equal(model_positions(ds, "all"), np.arange(5))

@@ -38,7 +38,9 @@ def reference(masks, margins, targets, target_margins):
         y = target_margins[:, targets].astype(np.float64)
         with warnings.catch_warnings(), np.errstate(invalid="ignore"):  # NaN where j is in all or no subsets
             warnings.simplefilter("ignore", RuntimeWarning)
-            out["influence"] = np.array([y[masks[:, j]].mean(0) - y[~masks[:, j]].mean(0) for j in range(masks.shape[1])])
+            out["influence"] = np.array(
+                [y[masks[:, j]].mean(0) - y[~masks[:, j]].mean(0) for j in range(masks.shape[1])]
+            )
     return out
 
 
@@ -91,7 +93,10 @@ def test_band_sums_add_up_over_any_bands(n_models, n_train, cuts, seed):
 def test_influence_is_undefined_for_an_example_in_every_subset():
     masks = np.array([[1, 1], [1, 0], [1, 1]], dtype=bool)
     ds = xr.Dataset(
-        {"train_masks": (("model", "train"), masks), "test_margins": (("model", "test"), np.array([[1.0], [3.0], [5.0]]))},
+        {
+            "train_masks": (("model", "train"), masks),
+            "test_margins": (("model", "test"), np.array([[1.0], [3.0], [5.0]])),
+        },
         coords={"model": np.arange(3), "train": np.arange(2), "test": [0]},
     )
     influence = finalize(band_sums(ds, [0]))["influence"].values
