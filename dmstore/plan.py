@@ -26,12 +26,13 @@ CHUNK_COLS = 256
 # Target size of an inner chunk of a 3-D (model, example, class) array.
 CHUNK_BYTES = 2**20
 # Peak resident bytes of one band task per byte of band: the bytes read, their compressed
-# chunks and the assembled shard (measured in benchmarks/bench_convert.py).
+# chunks and the assembled shard (benchmarks/bench_convert.py: 2.74 on 78 MiB margins bands).
 BAND_MEMORY_FACTOR = 3.0
-# Resident bytes before any band is read: the driver with the scheduler, and each worker
-# process with its nanny (measured in benchmarks/bench_convert.py).
-DRIVER_BYTES = 250 * 2**20
-WORKER_BYTES = 300 * 2**20
+# Resident bytes before any band is read: the driver with the scheduler and the nannies (plus
+# multiprocessing's resource tracker), and each worker process once it has loaded dmstore.convert
+# (benchmarks/bench_convert.py: driver 188 MiB at peak + tracker 12 MiB; idle worker 137 MiB).
+DRIVER_BYTES = 224 * 2**20
+WORKER_BYTES = 160 * 2**20
 
 
 @dataclass(frozen=True)
