@@ -11,10 +11,12 @@ With ``standardize`` the solver works on standardised features ``(x - mean) / st
 does); the weights returned are always in raw mask space (prediction = ``mask @ weight + bias``).
 
 The solver is FISTA with function-value restart on the Gram, for a batch of targets at once
-(one ``G @ W`` GEMM per iteration, restricted to the rows of ``W`` that are not zero), step
-``1 / L`` with ``L`` the largest eigenvalue of ``G``, and a per-target duality-gap stopping rule.
-All arrays live in the namespace ``xp`` (numpy, or cupy on a GPU); the inputs are
-:class:`~dmstore.moments.Moments` and the results come back as numpy arrays.
+(one GEMM ``W @ G`` per iteration, restricted to the features where ``W`` is not all zero),
+step ``1 / L`` with ``L`` the largest eigenvalue of ``G``, and a per-target duality-gap stopping
+rule. Inside the solver a batch is target-major (``[B, N]``, one row per target), so that
+targets leaving the batch and per-target reductions touch contiguous memory. All arrays live in
+the namespace ``xp`` (numpy, or cupy on a GPU); the inputs are
+:class:`~dmstore.moments.Moments` and the results come back as numpy arrays (``[N, T]``).
 """
 
 from __future__ import annotations
@@ -70,24 +72,24 @@ class SolverSpace:
         return cls(moments, mean, scale, gram, STEP_SAFETY * top_eigenvalue(gram, xp))
 
     def targets(self, columns: slice | np.ndarray, xp: ModuleType) -> tuple[Any, Any, Any]:
-        """``c`` ``[N, B]`` in the solver space, ``ybar`` and the margin variance ``syy`` ``[B]``."""
+        """``c`` ``[B, N]`` in the solver space, ``ybar`` and the margin variance ``syy`` ``[B]``."""
         m = self.moments
         ybar = xp.asarray(m.ysum[columns]) / m.n
         syy = xp.maximum(xp.asarray(m.yy[columns]) / m.n - ybar**2, 0.0)
-        c = xp.asarray(m.xty[:, columns]) / m.n - self.mean[:, None] * ybar[None, :]
-        c *= self.scale[:, None]
-        return c.astype(self.gram.dtype, copy=False), ybar, syy
+        c = xp.asarray(m.xty[:, columns]).T / m.n - ybar[:, None] * self.mean[None, :]
+        c *= self.scale[None, :]
+        return xp.ascontiguousarray(c.astype(self.gram.dtype)), ybar, syy
 
     def to_raw(self, w: Any, ybar: Any, xp: ModuleType) -> tuple[Any, Any]:
-        """Raw mask-space weights and intercepts of solver-space weights ``w``."""
-        weight = w.astype(xp.float64) * self.scale[:, None]
-        return weight, ybar - self.mean @ weight
+        """Raw mask-space weights ``[N, B]`` and intercepts ``[B]`` of solver-space weights ``w`` ``[B, N]``."""
+        weight = w.astype(xp.float64) * self.scale[None, :]
+        return weight.T, ybar - weight @ self.mean
 
     def from_raw(self, weight: Any, xp: ModuleType) -> Any:
-        """Solver-space weights of raw weights (0 for features that never vary)."""
+        """Solver-space weights ``[B, N]`` of raw weights ``[N, B]`` (0 for features that never vary)."""
         safe = xp.where(self.scale > 0, self.scale, 1.0)
-        w = xp.where(self.scale[:, None] > 0, xp.asarray(weight) / safe[:, None], 0.0)
-        return w.astype(self.gram.dtype)
+        w = xp.where(self.scale[None, :] > 0, xp.asarray(weight).T / safe[None, :], 0.0)
+        return xp.ascontiguousarray(w.astype(self.gram.dtype))
 
 
 @dataclass(frozen=True)
@@ -158,32 +160,34 @@ def top_eigenvalue(gram: Any, xp: ModuleType) -> float:
 
 
 def gram_product(gram: Any, w: Any, xp: ModuleType) -> Any:
-    """``gram @ w`` using only the rows of ``w`` that are not zero (``gram`` is symmetric)."""
-    rows = xp.flatnonzero(w.any(axis=1))
-    if rows.size > gram.shape[0] // 2:
-        return gram @ w
-    if rows.size == 0:
+    """``w @ gram`` (``[B, N]``, = ``(gram @ w.T).T`` as ``gram`` is symmetric), using only the
+    features (columns of ``w``) that are not all zero."""
+    cols = xp.flatnonzero(w.any(axis=0))
+    if cols.size > gram.shape[0] // 2:
+        return w @ gram
+    if cols.size == 0:
         return xp.zeros_like(w)
-    return gram[rows].T @ w[rows]
+    return w[:, cols] @ gram[cols]
 
 
-def column_dots(a: Any, b: Any, xp: ModuleType) -> Any:
-    """``[B]`` dot products of the columns of ``a`` and ``b``, summed in float64."""
-    return (a * b).sum(axis=0, dtype=xp.float64)
+def row_dots(a: Any, b: Any, xp: ModuleType) -> Any:
+    """``[B]`` dot products of the rows (targets) of ``a`` and ``b``, summed in float64."""
+    return (a * b).sum(axis=1, dtype=xp.float64)
 
 
 def duality_gap(w: Any, gw: Any, c: Any, lam: Any, syy: Any, xp: ModuleType) -> tuple[Any, Any]:
-    """Duality gap and primal objective of ``1/2 w'Gw - c'w + lam |w|_1`` (+ ``syy / 2``) per column.
+    """Duality gap and primal objective of ``1/2 w'Gw - c'w + lam |w|_1`` (+ ``syy / 2``) per target.
 
-    The dual point is the residual scaled into the feasible set (as scikit-learn does), so the
-    gap bounds the suboptimality of the primal objective ``1/(2n)||y - Xw - b||^2 + lam |w|_1``.
+    ``w``, ``gw`` (``w @ G``) and ``c`` are ``[B, N]``; ``lam`` and ``syy`` ``[B]``. The dual point
+    is the residual scaled into the feasible set (as scikit-learn does), so the gap bounds the
+    suboptimality of the primal objective ``1/(2n)||y - Xw - b||^2 + lam |w|_1``.
     """
-    cw = column_dots(c, w, xp)
-    wgw = column_dots(w, gw, xp)
-    l1 = xp.abs(w).sum(axis=0, dtype=xp.float64)
+    cw = row_dots(c, w, xp)
+    wgw = row_dots(w, gw, xp)
+    l1 = xp.abs(w).sum(axis=1, dtype=xp.float64)
     residual = xp.maximum(syy - 2.0 * cw + wgw, 0.0)
     grad = c - gw
-    dual_norm = xp.maximum(grad.max(axis=0), -grad.min(axis=0)).astype(xp.float64)
+    dual_norm = xp.maximum(grad.max(axis=1), -grad.min(axis=1)).astype(xp.float64)
     kappa = xp.where(dual_norm > lam, lam / xp.maximum(dual_norm, 1e-300), 1.0)
     primal = 0.5 * residual + lam * l1
     dual = kappa * (syy - cw) - 0.5 * kappa**2 * residual
@@ -203,34 +207,34 @@ def solve(
     max_iter: int,
     xp: ModuleType,
 ) -> tuple[Any, Any, Any, Any]:
-    """FISTA with restart for the columns of ``c`` at once, each to its own duality gap.
+    """FISTA with restart for a batch of targets at once, each to its own duality gap.
 
     Parameters
     ----------
     gram
         ``[N, N]`` centred Gram in the solver's space.
     c, w
-        ``[N, B]`` centred ``X^T y / n`` and the starting weights (warm start).
+        ``[B, N]`` centred ``X^T y / n`` of each target and the starting weights (warm start).
     gw
-        ``gram @ w`` if known (a warm start from the previous path point), saving one product.
+        ``w @ gram`` if known (a warm start from the previous path point), saving one product.
     lam, syy
-        ``[B]`` regularisation and margin variance of each column.
+        ``[B]`` regularisation and margin variance of each target.
     lipschitz
         An upper estimate of the largest eigenvalue of ``gram`` (the step is its inverse).
     tol
-        A column stops when its duality gap is at most ``tol * syy``; a column whose gap is
+        A target stops when its duality gap is at most ``tol * syy``; a target whose gap is
         not there after ``max_iter`` iterations stops too (its gap says so).
 
     Returns
     -------
-    The weights and ``gram @ weights`` ``[N, B]``, the relative gaps and the iterations of each column.
+    The weights and ``weights @ gram`` ``[B, N]``, the relative gaps and the iterations of each target.
 
     Notes
     -----
-    Memory: ``gram`` plus about ten ``[N, B]`` arrays of its dtype. Columns that reach their
+    Memory: ``gram`` plus about ten ``[B, N]`` arrays of its dtype. Targets that reach their
     gap leave the batch, so the GEMM shrinks as the batch converges.
     """
-    n_cols = c.shape[1]
+    n_cols = c.shape[0]
     out_w, out_gw = xp.empty_like(w), xp.empty_like(w)
     out_gap = xp.zeros(n_cols)
     out_iter = xp.zeros(n_cols, dtype=xp.int64)
@@ -248,22 +252,22 @@ def solve(
         done = (gap <= threshold) | (iteration == max_iter)
         if bool(done.any()):
             cols = running[done]
-            out_w[:, cols] = w[:, done]
-            out_gw[:, cols] = gw[:, done]
+            out_w[cols] = w[done]
+            out_gw[cols] = gw[done]
             out_gap[cols] = gap[done] / xp.maximum(syy[done], 1e-300)
             out_iter[cols] = iteration
             keep = ~done
             if not bool(keep.any()):
                 break
             running, threshold, primal, t = running[keep], threshold[keep], primal[keep], t[keep]
-            c, lam, syy = c[:, keep], lam[keep], syy[keep]
-            w, gw, w_prev, gw_prev = w[:, keep], gw[:, keep], w_prev[:, keep], gw_prev[:, keep]
+            c, lam, syy = c[keep], lam[keep], syy[keep]
+            w, gw, w_prev, gw_prev = w[keep], gw[keep], w_prev[keep], gw_prev[keep]
             primal_prev = primal_prev[keep]
             y, gy = xp.empty_like(w), xp.empty_like(w)
         # momentum, restarted where the objective went up
         t = xp.where(primal > primal_prev, 1.0, t)
         t_next = 0.5 * (1.0 + xp.sqrt(1.0 + 4.0 * t * t))
-        beta = ((t - 1.0) / t_next).astype(w.dtype)
+        beta = ((t - 1.0) / t_next).astype(w.dtype)[:, None]
         xp.subtract(w, w_prev, out=y)
         y *= beta
         y += w
@@ -276,7 +280,7 @@ def solve(
         y -= gy
         w_new = w_prev
         xp.abs(y, out=w_new)
-        w_new -= (lam * step).astype(w.dtype)
+        w_new -= (lam * step).astype(w.dtype)[:, None]
         xp.maximum(w_new, 0, out=w_new)
         xp.copysign(w_new, y, out=w_new)
         w_prev, gw_prev = w, gw
@@ -361,7 +365,7 @@ def lasso(
         c, ybar, syy = space.targets(batch, xp)
         lam_b = xp.asarray(np.asarray(lam, dtype=np.float64)[batch])
         w0 = xp.zeros_like(c) if weight is None else space.from_raw(weight[:, batch], xp)
-        with blas_threads(moments.n_train, c.shape[1], xp):
+        with blas_threads(moments.n_train, c.shape[0], xp):
             w, _, gap, iters = solve(
                 space.gram, c, lam_b, syy, space.lipschitz, w0, tol=tol, max_iter=max_iter, xp=xp
             )
@@ -408,7 +412,7 @@ def lasso_path(
     Notes
     -----
     Memory on the device: two Grams (fit and validation, ``2 N^2`` of ``dtype`` plus one float64
-    ``N^2`` while each is built) and about seventeen ``[N, target_batch]`` arrays.
+    ``N^2`` while each is built) and about seventeen ``[target_batch, N]`` arrays.
     """
     check_options(lambdas, lambda_ratio, tol, patience, target_batch)
     space = SolverSpace.build(fit, standardize=standardize, xp=xp, dtype=dtype)
@@ -449,13 +453,13 @@ def _path_batch(
     offset = ybar_val - ybar
     shift = ((val_space.mean - space.mean) * space.scale).astype(c.dtype)
 
-    def val_mse(w: Any, cols: Any) -> Any:
-        fitted = column_dots(w, gram_product(val_space.gram, w, xp), xp)
-        fitted -= 2 * column_dots(c_val[:, cols], w, xp)
-        return syy_val[cols] + fitted + (offset[cols] - shift @ w) ** 2
+    def val_mse(w: Any, rows: Any) -> Any:
+        fitted = row_dots(w, gram_product(val_space.gram, w, xp), xp)
+        fitted -= 2 * row_dots(c_val[rows], w, xp)
+        return syy_val[rows] + fitted + (offset[rows] - w @ shift) ** 2
 
-    n_cols = c.shape[1]
-    grid = lambda_grid(xp.abs(c).max(axis=0).astype(xp.float64), lambdas, lambda_ratio, xp)
+    n_cols = c.shape[0]
+    grid = lambda_grid(xp.abs(c).max(axis=1).astype(xp.float64), lambdas, lambda_ratio, xp)
     w, gw = xp.zeros_like(c), xp.zeros_like(c)
     best_w = xp.zeros_like(c)
     best_mse = val_mse(w, xp.arange(n_cols))
@@ -466,11 +470,11 @@ def _path_batch(
     stale = xp.zeros(n_cols, dtype=xp.int64)
     active = xp.arange(n_cols)
     for step in range(1 if lambdas > 1 else 0, lambdas):
-        w_a, gw[:, active], gap_a, iters_a = solve(
-            space.gram, c[:, active], grid[step, active], syy[active], space.lipschitz,
-            w[:, active], gw[:, active], tol=tol, max_iter=max_iter, xp=xp,
+        w_a, gw[active], gap_a, iters_a = solve(
+            space.gram, c[active], grid[step, active], syy[active], space.lipschitz,
+            w[active], gw[active], tol=tol, max_iter=max_iter, xp=xp,
         )
-        w[:, active] = w_a
+        w[active] = w_a
         iterations[active] += iters_a
         steps[active] = step
         mse = val_mse(w_a, active)
@@ -478,7 +482,7 @@ def _path_batch(
         improved = active[better]
         best_mse[improved] = mse[better]
         best_step[improved] = step
-        best_w[:, improved] = w_a[:, better]
+        best_w[improved] = w_a[better]
         gap[improved] = gap_a[better]
         stale[active] = xp.where(better, 0, stale[active] + 1)
         finished = stale[active] >= patience

@@ -46,7 +46,7 @@ def test_lasso_matches_sklearn(standardize, fraction):
     m = band_moments(masks, margins)
     space = SolverSpace.build(m, standardize=standardize, xp=np, dtype=np.float64)
     c, _, _ = space.targets(slice(None), np)
-    lam = fraction * np.abs(c).max(axis=0)
+    lam = fraction * np.abs(c).max(axis=1)
     result = lasso(m, lam, standardize=standardize, tol=TIGHT, dtype=np.float64)
     y = margins.astype(np.float64)
     for t in range(y.shape[1]):
@@ -76,7 +76,7 @@ def test_lasso_matches_sklearn_on_random_problems(n_train, ratio, fraction, p, s
     m = band_moments(masks, margins)
     space = SolverSpace.build(m, standardize=standardize, xp=np, dtype=np.float64)
     c, _, _ = space.targets(slice(None), np)
-    lam = np.maximum(fraction * np.abs(c).max(axis=0), 1e-6)
+    lam = np.maximum(fraction * np.abs(c).max(axis=1), 1e-6)
     result = lasso(m, lam, standardize=standardize, tol=TIGHT, dtype=np.float64)
     x = masks.astype(np.float64)
     mean, std = x.mean(axis=0), x.std(axis=0)
@@ -93,7 +93,7 @@ def test_lam_max_gives_zero_weights_and_just_below_does_not():
     for standardize in (False, True):
         space = SolverSpace.build(m, standardize=standardize, xp=np, dtype=np.float64)
         c, ybar, _ = space.targets(slice(None), np)
-        lam_max = np.abs(c).max(axis=0)
+        lam_max = np.abs(c).max(axis=1)
         at_max = lasso(m, lam_max, standardize=standardize, tol=TIGHT, dtype=np.float64)
         assert not at_max.weight.any()
         np.testing.assert_allclose(at_max.bias, ybar)
@@ -106,14 +106,14 @@ def test_duality_gap_bounds_suboptimality_and_reaches_tol():
     m = band_moments(masks, margins)
     space = SolverSpace.build(m, standardize=True, xp=np, dtype=np.float64)
     c, _, syy = space.targets(slice(None), np)
-    lam = 0.05 * np.abs(c).max(axis=0)
+    lam = 0.05 * np.abs(c).max(axis=1)
     zero = np.zeros_like(c)
     exact, _, _, _ = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=100_000, xp=np)
-    _, best = duality_gap(exact, space.gram @ exact, c, lam, syy, np)
+    _, best = duality_gap(exact, exact @ space.gram, c, lam, syy, np)
     gaps = []
     for max_iter in (1, 3, 10, 30):
         w, gw, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=max_iter, xp=np)
-        np.testing.assert_allclose(gw, space.gram @ w, atol=1e-12)
+        np.testing.assert_allclose(gw, w @ space.gram, atol=1e-12)
         gap, primal = duality_gap(w, gw, c, lam, syy, np)
         np.testing.assert_allclose(rel_gap, gap / syy)
         assert (primal - best <= gap * (1 + 1e-9) + 1e-15).all()  # the gap bounds the suboptimality
@@ -131,7 +131,7 @@ def test_duality_gap_is_zero_at_zero_weights_above_lam_max():
     space = SolverSpace.build(band_moments(masks, margins), standardize=False, xp=np, dtype=np.float64)
     c, _, syy = space.targets(slice(None), np)
     zero = np.zeros_like(c)
-    gap, primal = duality_gap(zero, zero, c, 1.5 * np.abs(c).max(axis=0), syy, np)
+    gap, primal = duality_gap(zero, zero, c, 1.5 * np.abs(c).max(axis=1), syy, np)
     np.testing.assert_allclose(gap, 0, atol=1e-15)
     np.testing.assert_allclose(primal, syy / 2)
 
@@ -144,14 +144,14 @@ def test_top_eigenvalue(n):
     assert top_eigenvalue(gram, np) == pytest.approx(np.linalg.eigvalsh(gram).max(), rel=1e-6)
 
 
-@pytest.mark.parametrize("rows", [[], [2], [0, 4, 5], list(range(10))])
-def test_gram_product_uses_nonzero_rows_only(rows):
+@pytest.mark.parametrize("features", [[], [2], [0, 4, 5], list(range(10))])
+def test_gram_product_uses_nonzero_features_only(features):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((10, 10))
     gram = a @ a.T
-    w = np.zeros((10, 3))
-    w[rows] = rng.standard_normal((len(rows), 3))
-    np.testing.assert_allclose(gram_product(gram, w, np), gram @ w, atol=1e-12)
+    w = np.zeros((3, 10))  # three targets
+    w[:, features] = rng.standard_normal((3, len(features)))
+    np.testing.assert_allclose(gram_product(gram, w, np), (gram @ w.T).T, atol=1e-12)
 
 
 def test_lambda_grid():
@@ -205,7 +205,7 @@ def test_early_stop_leaves_the_path_patience_points_after_the_best():
     full = lasso_path(fit, val, lambdas=lambdas, lambda_ratio=ratio, patience=lambdas, tol=1e-10, dtype=np.float64)
     early = lasso_path(fit, val, lambdas=lambdas, lambda_ratio=ratio, patience=patience, tol=1e-10, dtype=np.float64)
     c, _, _ = SolverSpace.build(fit, standardize=True, xp=np, dtype=np.float64).targets(slice(None), np)
-    lam_max = np.abs(c).max(axis=0)
+    lam_max = np.abs(c).max(axis=1)
 
     def step_of(lam):
         return np.rint(np.log(lam / lam_max) / np.log(ratio) * (lambdas - 1)).astype(int)
