@@ -8,13 +8,15 @@ Usage: python benchmarks/bench_chunks.py [--models 16384] [--repeat 3] [--data /
    encoded with each Blosc setting in a worker thread, as zarr does: compression ratio, encode and
    decode MB/s (one core), and for margins the ratio an ideal i.i.d. coder would reach
    (16 bits / entropy of the float16 values).
-2. zarr's write path: one band written as one shard with the store's codecs, with and without
-   zarr's check for empty chunks (``array.write_empty_chunks``), against encoding alone.
+2. The write path: one band written as one shard with the store's codecs, by zarr with and without
+   its check for empty chunks (``array.write_empty_chunks``), by assembling the shard's bytes
+   directly (checked byte-identical to zarr's), and encoding alone.
 3. Inner chunk shapes (rows x cols; a shard is rows x all columns, as ``dmstore.plan`` lays it
    out): a local store of ``--models`` x 20,000 masks and margins per shape, with the store's
    codecs: write time, compression ratio, time to read a band of 2048 models across all examples,
    time to read one example across all models, and the bytes and requests such a column read
-   costs on object storage.
+   costs on object storage; then, per shape, one example across all models read with plain zarr from
+   a moto S3 server (127.0.0.1) against one GET of the whole ``.npy`` (``--models`` x 5,000 margins).
 
 Prints tables; writes ``bench-out/bench_chunks.json``.
 """
@@ -22,13 +24,17 @@ Prints tables; writes ``bench-out/bench_chunks.json``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import Blosc
@@ -36,10 +42,15 @@ from tqdm.auto import tqdm
 
 from dmstore.store import codec
 
-N_TRAIN = 20_000
+N_TRAIN, N_TEST = 20_000, 5_000
 BAND = 2048
 CHUNK = (2048, 256)
 OUT = Path(__file__).resolve().parent.parent / "bench-out"
+MOTO = (
+    "import sys\nfrom moto.server import ThreadedMotoServer\n"
+    "server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\nserver.start()\n"
+    "host, port = server.get_host_and_port()\nprint(f'http://{host}:{port}', flush=True)\nsys.stdin.read()\n"
+)
 SHAPES = [(2048, 256), (1024, 512), (4096, 128), (2048, 1024), (2048, 128), (2048, 512)]
 # (cname, clevel, shuffle, blocksize) candidates
 MASK_CODECS = [("zstd", 1, "bitshuffle", 0), ("zstd", 3, "bitshuffle", 0), ("zstd", 1, "bitshuffle", 2**18),
@@ -105,13 +116,32 @@ def codec_table(samples: dict[str, np.ndarray], repeat: int) -> list[dict]:
     return rows
 
 
+def shard_bytes(band: np.ndarray, encode, cols: int) -> bytes:
+    """One shard of a band as zarr lays it out: encoded chunks (Blosc, CRC32C), then the CRC'd index."""
+    n_chunks = -(-band.shape[1] // cols)
+    index = np.empty((n_chunks, 2), dtype="<u8")
+    parts, offset = [], 0
+    for i in range(n_chunks):
+        chunk = np.zeros((band.shape[0], cols), dtype=band.dtype)  # zarr pads the edge chunk
+        part = band[:, i * cols : (i + 1) * cols]
+        chunk[:, : part.shape[1]] = part
+        encoded = encode(chunk)
+        encoded += google_crc32c.value(encoded).to_bytes(4, "little")
+        index[i] = offset, len(encoded)
+        offset += len(encoded)
+        parts.append(encoded)
+    table = index.tobytes()
+    return b"".join([*parts, table, google_crc32c.value(table).to_bytes(4, "little")])
+
+
 def write_path(margins: np.ndarray, work: Path, repeat: int) -> dict:
-    """One band written as one shard by zarr, with and without the empty-chunk check, vs encoding alone."""
+    """One band written as one shard: by zarr (empty-chunk check on and off), by assembling the shard
+    directly (one core), and encoding alone (one core)."""
     band = margins[:BAND]
     compressors = [codec(band.dtype), zarr.codecs.Crc32cCodec()]
     result = {"band_bytes": band.nbytes}
+    path = work / "write-path.zarr"
     for empty in (False, True):
-        path = work / "write-path.zarr"
         shutil.rmtree(path, ignore_errors=True)
         array = zarr.create_array(path, shape=band.shape, dtype=band.dtype, chunks=CHUNK,
                                   shards=(BAND, -(-band.shape[1] // CHUNK[1]) * CHUNK[1]), compressors=compressors,
@@ -121,9 +151,15 @@ def write_path(margins: np.ndarray, work: Path, repeat: int) -> dict:
             array[:] = band
 
         result[f"zarr_write_empty_chunks_{empty}_mb_s"] = band.nbytes / best_of(write, repeat) / 1e6
-        shutil.rmtree(path)
     config = codec(band.dtype).to_dict()["configuration"]
     blosc = Blosc.from_config({**config, "shuffle": SHUFFLE[config["shuffle"]]})
+    shard = path / "c" / "0" / "0"
+    direct = work / "direct-shard"
+    result["direct_shard_mb_s"] = band.nbytes / best_of(
+        in_thread(lambda: direct.write_bytes(shard_bytes(band, blosc.encode, CHUNK[1]))), repeat) / 1e6
+    result["direct_shard_identical_to_zarr"] = direct.read_bytes() == shard.read_bytes()
+    direct.unlink()
+    shutil.rmtree(path)
     chunks = chunks_of(band)
     result["encode_only_mb_s"] = band.nbytes / best_of(in_thread(lambda: [blosc.encode(c) for c in chunks]), repeat) / 1e6
     return result
@@ -160,6 +196,51 @@ def shape_table(arrays: dict[str, np.ndarray], work: Path, repeat: int) -> list[
     return rows
 
 
+def s3_columns(test_margins: np.ndarray, work: Path, repeat: int) -> dict:
+    """One example across all models on a moto S3 server, per chunk shape, vs one GET of the whole .npy."""
+    import boto3
+    import s3fs
+    from zarr.storage import FsspecStore
+
+    server = subprocess.Popen([sys.executable, "-c", MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        endpoint = server.stdout.readline().strip()
+        os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        client.create_bucket(Bucket="bench")
+        npy = work / "test_margins.npy"
+        np.save(npy, test_margins)
+        client.upload_file(str(npy), "bench", "test_margins.npy")
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+        get_s = best_of(lambda: np.load(io.BytesIO(fs.cat_file("bench/test_margins.npy"))), repeat)
+        rows = []
+        rng = np.random.default_rng(2)
+        for chunk_rows, cols in tqdm(SHAPES, desc="S3 column reads"):
+            path = work / "s3-shape.zarr"
+            shutil.rmtree(path, ignore_errors=True)
+            array = zarr.create_array(path, shape=test_margins.shape, dtype=test_margins.dtype, chunks=(chunk_rows, cols),
+                                      shards=(chunk_rows, -(-test_margins.shape[1] // cols) * cols),
+                                      compressors=[codec(test_margins.dtype), zarr.codecs.Crc32cCodec()])
+            array[:] = test_margins
+            prefix = f"{chunk_rows}x{cols}"
+            for file in path.rglob("*"):
+                if file.is_file():
+                    client.upload_file(str(file), "bench", f"{prefix}/{file.relative_to(path).as_posix()}")
+            remote = zarr.open_array(FsspecStore.from_url(f"s3://bench/{prefix}", storage_options={"endpoint_url": endpoint},
+                                                          read_only=True), mode="r")
+            columns = iter(rng.choice(test_margins.shape[1], size=repeat, replace=False).tolist())
+            column_s = best_of(lambda: remote[:, next(columns)], repeat)
+            rows.append({"chunks": [chunk_rows, cols], "column_read_s": column_s, "speedup": get_s / column_s})
+            fs.rm(f"bench/{prefix}", recursive=True)
+            shutil.rmtree(path)
+        npy.unlink()
+        return {"models": test_margins.shape[0], "examples": test_margins.shape[1], "npy_get_s": get_s, "shapes": rows}
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
 def example_margins(root: Path) -> dict[str, np.ndarray]:
     """Margins of a real small experiment (digits MLPs from dmstore.example), made once."""
     from dmstore.example import make_example
@@ -180,7 +261,9 @@ def report(results: dict) -> None:
     w = results["write_path"]
     print("\n== one margins band written by zarr as one shard (store codecs), MB/s")
     print(f"zarr, empty-chunk check on (default): {w['zarr_write_empty_chunks_False_mb_s']:.0f}; "
-          f"off: {w['zarr_write_empty_chunks_True_mb_s']:.0f}; encoding alone (one core): {w['encode_only_mb_s']:.0f}")
+          f"off: {w['zarr_write_empty_chunks_True_mb_s']:.0f}; shard assembled directly (one core): "
+          f"{w['direct_shard_mb_s']:.0f} (bytes identical to zarr's: {w['direct_shard_identical_to_zarr']}); "
+          f"encoding alone (one core): {w['encode_only_mb_s']:.0f}")
     print(f"\n== chunk shapes ({results['models']:,} models x {N_TRAIN:,} examples; shard = rows x all columns; "
           f"best of {results['repeat']})")
     print(f"{'array':14} {'chunk':>10} {'ratio':>6} {'write MB/s':>10} {'band 2048 s':>12} {'column s':>9} "
@@ -188,6 +271,11 @@ def report(results: dict) -> None:
     for r in results["shapes"]:
         print(f"{r['array']:14} {'x'.join(map(str, r['chunks'])):>10} {r['ratio']:6.3f} {r['write_mb_s']:10.0f} "
               f"{r['band_read_s']:12.3f} {r['column_read_s']:9.4f} {r['column_bytes'] / 1e6:10.2f} {r['column_requests']:9d}")
+    s3 = results["s3"]
+    print(f"\n== one example across {s3['models']:,} models on moto S3, plain zarr, vs one GET of the whole "
+          f".npy ({s3['models']:,} x {s3['examples']:,} float16: {s3['npy_get_s']:.2f} s)")
+    for r in s3["shapes"]:
+        print(f"{'x'.join(map(str, r['chunks'])):>10} {r['column_read_s']:8.3f} s  {r['speedup']:6.1f}x")
 
 
 def main() -> None:
@@ -207,6 +295,7 @@ def main() -> None:
     results["codecs"] = codec_table(samples, args.repeat)
     results["write_path"] = write_path(margins, work, args.repeat)
     results["shapes"] = shape_table({"train_masks": masks, "train_margins": margins}, work, args.repeat)
+    results["s3"] = s3_columns(margins[:, :N_TEST], work, args.repeat)
     OUT.mkdir(exist_ok=True)
     (OUT / "bench_chunks.json").write_text(json.dumps(results, indent=1))
     report(results)
