@@ -251,7 +251,8 @@ def compare(args: argparse.Namespace, out: Path) -> dict:
     fixed = report["sklearn-best"]["seconds_load"] + report["sklearn-best"]["seconds_gram"]
     report["seconds_per_target"] = per_target
     report["speedup_vs_lassocv"] = per_target["LassoCV"] / per_target["dmstore"]
-    report["speedup_vs_sklearn_best"] = (fixed + per_target["sklearn-best"] * args.targets) / report["dmstore"]["seconds"]
+    sklearn_all = fixed + per_target["sklearn-best"] * args.targets
+    report["speedup_vs_sklearn_best"] = sklearn_all / report["dmstore"]["seconds"]
     report["load_average_after"] = os.getloadavg()
     return report
 
@@ -298,8 +299,8 @@ def plot_scaling(rows: list[dict], fits: dict, path: Path) -> None:
         others = [k for k in ("models", "train", "targets") if k != key]
         sel = sorted((r for r in rows if all(r[k] == base[k] for k in others)), key=lambda r: r[key])
         xs = [r[key] for r in sel]
-        ax.loglog(xs, [r["seconds"] for r in sel], "o-", label=f"pass + path (s), ~{label}^{fits['seconds'][label]:.2f}")
-        ax.loglog(xs, [r["seconds_path"] for r in sel], "s--", label=f"path (s), ~{label}^{fits['seconds_path'][label]:.2f}")
+        for metric, style, name in (("seconds", "o-", "pass + path (s)"), ("seconds_path", "s--", "path (s)")):
+            ax.loglog(xs, [r[metric] for r in sel], style, label=f"{name}, ~{label}^{fits[metric][label]:.2f}")
         ax.loglog(xs, [r["data_mib"] / 100 for r in sel], "^:",
                   label=f"peak RSS above baseline (100 MiB), ~{label}^{fits['data_mib'][label]:.2f}")
         ax.loglog(xs, [r["estimate_mib"] / 100 for r in sel], "x", color="gray", label="memory_estimate (100 MiB)")

@@ -75,7 +75,8 @@ def engine(xp, models: int, n_val: int, n_train: int, n_targets: int, target_bat
     n_fit = models - n_val
     for start in range(0, models, BAND):
         masks, margins = data(start) if data else band(xp, start, min(BAND, models - start), n_train, effects)
-        for kind, lo, hi in (("fit", start, min(start + len(masks), n_fit)), ("val", max(start, n_fit), start + len(masks))):
+        stop = start + len(masks)
+        for kind, lo, hi in (("fit", start, min(stop, n_fit)), ("val", max(start, n_fit), stop)):
             if hi > lo:
                 part = band_moments(masks[lo - start : hi - start], margins[lo - start : hi - start], xp)
                 if sums[kind] is None:

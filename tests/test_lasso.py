@@ -82,7 +82,8 @@ def test_lasso_matches_sklearn_on_random_problems(n_train, ratio, fraction, p, s
     mean, std = x.mean(axis=0), x.std(axis=0)
     scale = np.where(std > 0, std, 1.0) if standardize else np.ones_like(std)
     for t in range(2):
-        model = Lasso(alpha=lam[t], tol=TIGHT, max_iter=1_000_000).fit((x - mean) / scale, margins[:, t].astype(np.float64))
+        y = margins[:, t].astype(np.float64)
+        model = Lasso(alpha=lam[t], tol=TIGHT, max_iter=1_000_000).fit((x - mean) / scale, y)
         weight = np.where(std > 0, model.coef_ / scale, 0.0)
         assert close(result.weight[:, t], weight)
 
@@ -112,7 +113,9 @@ def test_duality_gap_bounds_suboptimality_and_reaches_tol():
     _, best = duality_gap(exact, exact @ space.gram, c, lam, syy, np)
     gaps = []
     for max_iter in (1, 3, 10, 30):
-        w, gw, rel_gap, iters = solve(space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=max_iter, xp=np)
+        w, gw, rel_gap, iters = solve(
+            space.gram, c, lam, syy, space.lipschitz, zero, tol=TIGHT, max_iter=max_iter, xp=np
+        )
         np.testing.assert_allclose(gw, w @ space.gram, atol=1e-12)
         gap, primal = duality_gap(w, gw, c, lam, syy, np)
         np.testing.assert_allclose(rel_gap, gap / syy)
