@@ -152,10 +152,13 @@ def top_eigenvalue(gram: Any, xp: ModuleType) -> float:
         return max(float(xp.linalg.eigvalsh(gram).max()), 1e-30)
     if xp is np:
         from scipy.sparse.linalg import eigsh
+
+        start = {"v0": np.random.default_rng(0).standard_normal(n).astype(gram.dtype)}  # deterministic
     else:
         from cupyx.scipy.sparse.linalg import eigsh
-    start = xp.asarray(np.random.default_rng(0).standard_normal(n)).astype(gram.dtype)
-    value = eigsh(gram, k=1, which="LM", tol=1e-6, v0=start, return_eigenvectors=False)
+
+        start = {}  # CuPy starts from a fixed vector (older CuPy has no v0)
+    value = eigsh(gram, k=1, which="LM", tol=1e-6, return_eigenvectors=False, **start)
     return max(float(value.max()), 1e-30)
 
 
