@@ -9,7 +9,9 @@ into the store's ``datamodels/{target}`` group.
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from dmstore.dataset import open as open_store
 from dmstore.device import array_namespace
 from dmstore.errors import DmstoreError
 from dmstore.lasso import check_options, lasso, lasso_path
+from dmstore.lock import store_lock
 from dmstore.moment_pass import PassSums, moment_sums
 from dmstore.rows import model_positions
 
@@ -174,7 +177,7 @@ def fit(
     margins = f"{target}_margins"
     for name in ("train_masks", margins):
         if name not in ds:
-            raise DmstoreError(f"the store has no {name}: convert it with --arrays train_masks,{margins}")
+            raise DmstoreError(f"the store has no {name}: convert it with --arrays masks,margins")
     columns = target_columns(targets, ds.sizes[target], target)
     positions = model_positions(ds, "fit")
     n_val = validation_count(val_models, positions.size)
@@ -187,52 +190,59 @@ def fit(
             f"fitting these targets needs about {need / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free: "
             "fit fewer --targets at a time, lower --target-batch, or use a larger machine or --device cuda"
         )
-    with tqdm(total=positions.size, desc="moments", unit="model", disable=not progress) as bar:
-        sums = moment_sums(
-            store, margins, {"fit": fit_rows, "val": val_rows}, columns, shard_rows, xp=xp,
-            scheduler=scheduler, progress=bar.update, storage_options=storage_options,
-        )
-    _check_finite(sums, ds, margins, target)
-    passed = time.perf_counter()
-
-    options = dict(standardize=standardize, tol=tol, target_batch=target_batch, xp=xp, dtype=DTYPES[dtype])
-    n_targets = columns.stop - columns.start
-    with tqdm(total=n_targets, desc="path", unit="target", disable=not progress) as bar:
-        path = lasso_path(
-            sums.fit, sums.val, lambdas=lambdas, lambda_ratio=lambda_ratio, patience=patience,
-            progress=bar.update, **options,
-        )
-    sums.fit += sums.val  # fit + validation rows, in place
-    with tqdm(total=n_targets, desc="refit", unit="target", disable=not progress) as bar:
-        final = lasso(sums.fit, path.lam, weight=path.weight, progress=bar.update, **options)
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        val_r2 = 1.0 - path.val_mse / path.val_var
-    attrs = {
-        "method": "lasso: FISTA on the Gram, validation-selected path, refit on fit + validation models",
-        "estimated_by": f"dmstore {__version__} fit",
-        "lambdas": lambdas,
-        "lambda_ratio": lambda_ratio,
-        "standardize": standardize,
-        "tol": tol,
-        "patience": patience,
-        "val_models": val_models,
-        "n_fit": int(fit_rows.size),
-        "n_val": int(n_val),
-        "dtype": dtype,
-        "device": device,
-        "n_targets": n_targets,
-        "median_lam": float(np.median(final.lam)),
-        "mean_nonzeros": float((final.weight != 0).sum(axis=0).mean()),
-        "val_r2": float(np.nanmean(val_r2)) if np.isfinite(val_r2).any() else float("nan"),
-        "not_converged": int(((path.gap > tol) | (final.gap > tol)).sum()),
-        "seconds_pass": round(passed - started, 3),
-        "seconds_path": round(time.perf_counter() - passed, 3),
-    }
-    return write_datamodels(
-        store, target, final.weight, final.bias, final.lam, targets=ds[target].values[columns],
-        attrs=attrs, overwrite=overwrite, storage_options=storage_options,
+    # one writer per datamodels group: a second fit of the same target refuses until this one ends
+    # (a zarr store object passed in is the caller's to guard)
+    lock = (
+        store_lock(os.fspath(store), f"fit-{target}", f"dmstore fit --target {target}", storage_options)
+        if isinstance(store, (str, os.PathLike)) else nullcontext()
     )
+    with lock:
+        with tqdm(total=positions.size, desc="moments", unit="model", disable=not progress) as bar:
+            sums = moment_sums(
+                store, margins, {"fit": fit_rows, "val": val_rows}, columns, shard_rows, xp=xp,
+                scheduler=scheduler, progress=bar.update, storage_options=storage_options,
+            )
+        _check_finite(sums, ds, margins, target)
+        passed = time.perf_counter()
+
+        options = dict(standardize=standardize, tol=tol, target_batch=target_batch, xp=xp, dtype=DTYPES[dtype])
+        n_targets = columns.stop - columns.start
+        with tqdm(total=n_targets, desc="path", unit="target", disable=not progress) as bar:
+            path = lasso_path(
+                sums.fit, sums.val, lambdas=lambdas, lambda_ratio=lambda_ratio, patience=patience,
+                progress=bar.update, **options,
+            )
+        sums.fit += sums.val  # fit + validation rows, in place
+        with tqdm(total=n_targets, desc="refit", unit="target", disable=not progress) as bar:
+            final = lasso(sums.fit, path.lam, weight=path.weight, progress=bar.update, **options)
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            val_r2 = 1.0 - path.val_mse / path.val_var
+        attrs = {
+            "method": "lasso: FISTA on the Gram, validation-selected path, refit on fit + validation models",
+            "estimated_by": f"dmstore {__version__} fit",
+            "lambdas": lambdas,
+            "lambda_ratio": lambda_ratio,
+            "standardize": standardize,
+            "tol": tol,
+            "patience": patience,
+            "val_models": val_models,
+            "n_fit": int(fit_rows.size),
+            "n_val": int(n_val),
+            "dtype": dtype,
+            "device": device,
+            "n_targets": n_targets,
+            "median_lam": float(np.median(final.lam)),
+            "mean_nonzeros": float((final.weight != 0).sum(axis=0).mean()),
+            "val_r2": float(np.nanmean(val_r2)) if np.isfinite(val_r2).any() else float("nan"),
+            "not_converged": int(((path.gap > tol) | (final.gap > tol)).sum()),
+            "seconds_pass": round(passed - started, 3),
+            "seconds_path": round(time.perf_counter() - passed, 3),
+        }
+        return write_datamodels(
+            store, target, final.weight, final.bias, final.lam, targets=ds[target].values[columns],
+            attrs=attrs, overwrite=overwrite, storage_options=storage_options,
+        )
 
 
 def _check_finite(sums: PassSums, ds: xr.Dataset, margins: str, target: str) -> None:

@@ -309,3 +309,14 @@ def test_real_example_is_as_good_as_sklearn_on_held_out_models(example_store, cl
     for name in ("pearson", "spearman"):
         assert np.nanmean(ours[name]) >= np.nanmean(theirs[name]) - 0.005, name
     assert np.nanmean(ours["spearman"]) > 0.05  # real signal: the datamodels predict held-out models
+
+
+def test_a_second_fit_of_the_same_target_refuses_while_one_runs(store, capsys):
+    from dmstore.lock import store_lock
+
+    path, _ = store
+    with store_lock(path, "fit-test", "dmstore fit --target test"):
+        assert main(["fit", path, "--target", "test", "--no-progress"]) == 2
+        assert "is busy: dmstore fit --target test" in capsys.readouterr().err
+        assert main(["fit", path, "--target", "train", "--no-progress"]) == 0  # another group is free
+    assert main(["fit", path, "--target", "test", "--no-progress"]) == 0  # released
