@@ -7,24 +7,22 @@ then a record with the checksum of the band's bytes. Resume skips recorded bands
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
-import zarr
 from dask.distributed import as_completed
 from tqdm.auto import tqdm
 
 from dmstore import catalog, store
 from dmstore.cluster import dask_client
-from dmstore.dataset import as_store
 from dmstore.errors import DmstoreError
 from dmstore.lock import store_lock
 from dmstore.npy import NpyHeader, check_layout
 from dmstore.plan import ArrayPlan, parse_rows, parse_size, plan_array, workers_for
+from dmstore.shard import blosc, encode_shard
 from dmstore.source import Source, data_key, datamodels_key
 from dmstore.verify import verify
 
@@ -75,7 +73,11 @@ class ConversionPlan:
             "models": self.models,
             "rows": list(self.rows),
             "eval_rows": list(self.eval_rows),
-            "arrays": {p.name: {"shape": list(p.shape), "dtype": str(p.dtype), "shards": list(p.shards)} for p in self.arrays},
+            "arrays": {
+                p.name: {"shape": list(p.shape), "dtype": str(p.dtype), "chunks": list(p.chunks), "shards": list(p.shards),
+                         "codec": store.codec(p.dtype).to_dict()}
+                for p in self.arrays
+            },
         }
 
     def describe(self) -> str:
@@ -202,16 +204,18 @@ def convert(
 
 
 def convert_band(source: Source, key: str, offset: int, plan: ArrayPlan, dest: str, dest_options: dict | None, start: int, stop: int) -> tuple[str, int, int]:
-    """Dask task: read rows ``[start, stop)`` in one range, write their shards, record the checksum."""
+    """Dask task: read rows ``[start, stop)`` in one range, write their shard, record the checksum.
+
+    The task owns shard row-block ``block`` and writes it whole (replacing what an earlier,
+    interrupted try may have left), with the bytes Zarr itself would write (:mod:`dmstore.shard`).
+    """
     begin = offset + start * plan.row_bytes
     data = source.read(key, begin, begin + (stop - start) * plan.row_bytes)
     band = np.frombuffer(data, dtype=plan.dtype).reshape((stop - start, *plan.shape[1:]))
-    array = zarr.open_array(as_store(dest, dest_options), path=plan.name, mode="r+")
     block = (start - plan.rows[0]) // plan.shards[0]
-    # this task owns shard row-block `block`: drop what an earlier try left, then write it whole
-    store.delete_shards(dest, dest_options, plan.name, block)
-    array[start - plan.rows[0] : stop - plan.rows[0]] = band
-    store.write_record(dest, dest_options, plan.name, start, stop, hashlib.blake2b(data).hexdigest())
+    shard = encode_shard(band, plan.chunks, blosc(store.codec(plan.dtype)))
+    store.write_shard(dest, dest_options, plan.name, block, len(plan.shape), shard)
+    store.write_record(dest, dest_options, plan.name, start, stop, store.checksum(data))
     return plan.name, start, stop
 
 

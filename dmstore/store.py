@@ -12,6 +12,7 @@ from typing import Any
 
 import dask.array as da
 import fsspec
+import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
@@ -81,12 +82,17 @@ def set_root_attrs(dest: str, storage_options: dict | None, attrs: dict) -> None
     zarr.consolidate_metadata(store)
 
 
-def delete_shards(dest: str, storage_options: dict | None, name: str, block: int) -> None:
-    """Delete the shards of row-block ``block`` of ``name`` (keys ``{name}/c/{block}/...``)."""
+def checksum(data: bytes) -> str:
+    """The checksum recorded for a band: CRC32C of its bytes as they are in the source (hex)."""
+    return f"{google_crc32c.value(data):08x}"
+
+
+def write_shard(dest: str, storage_options: dict | None, name: str, block: int, ndim: int, data: bytes) -> None:
+    """Write the shard object of row-block ``block`` of ``name`` (key ``{name}/c/{block}/0[/0]``)."""
     fs, root = fsspec.core.url_to_fs(dest, **(storage_options or {}))
-    path = f"{root.rstrip('/')}/{name}/c/{block}"
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    folder = "/".join([root.rstrip("/"), name, "c", str(block), *["0"] * (ndim - 2)])
+    fs.makedirs(folder, exist_ok=True)
+    fs.pipe_file(f"{folder}/0", data)
 
 
 def _records_fs(dest: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -97,7 +103,7 @@ def _records_fs(dest: str, storage_options: dict | None) -> tuple[fsspec.Abstrac
 def write_record(dest: str, storage_options: dict | None, name: str, start: int, stop: int, digest: str) -> None:
     """Record band ``[start, stop)`` of ``name`` as written, with the checksum of its bytes."""
     fs, root = _records_fs(dest, storage_options)
-    body = json.dumps({"array": name, "rows": [start, stop], "blake2b": digest}).encode()
+    body = json.dumps({"array": name, "rows": [start, stop], "crc32c": digest}).encode()
     fs.makedirs(f"{root}/{name}", exist_ok=True)
     fs.pipe_file(f"{root}/{name}/{start}-{stop}.json", body)
 
@@ -112,7 +118,7 @@ def read_records(dest: str, storage_options: dict | None) -> dict[tuple[str, int
     records = {}
     for path, body in fs.cat(paths).items() if paths else ():
         record = json.loads(body)
-        records[(record["array"], *record["rows"])] = record["blake2b"]
+        records[(record["array"], *record["rows"])] = record["crc32c"]
     return records
 
 
