@@ -157,8 +157,9 @@ def train_models(
     """Train B MLPs at once, each on its own subset; return their logits on ``x_eval``.
 
     Each model minimises the mean cross-entropy over its ``k`` subset examples with ``steps``
-    full-batch Adam steps; the B models are one stack of tensors (``baddbmm``), with examples
-    on the last axis (``[B, features, k]``), where the softmax over classes is fastest.
+    full-batch Adam steps; the B models are one stack of tensors (``bmm``), with examples on the
+    last axis (``[B, features, k]``), where the softmax over classes is fastest. The hidden
+    layer's bias rides on a constant input feature, which saves a pass over the hidden units.
 
     Parameters
     ----------
@@ -175,22 +176,27 @@ def train_models(
     """
     torch = _require("torch")
     index = torch.from_numpy(subsets)
-    xs = torch.from_numpy(x_train)[index].transpose(1, 2).contiguous()
+    xs = torch.from_numpy(_with_ones(x_train))[index].transpose(1, 2).contiguous()
     ys = torch.from_numpy(y_train)[index]
-    params = [torch.tensor(p, requires_grad=True) for p in init]
-    w1, b1, w2, b2 = params
-    optimizer = torch.optim.Adam(params, lr=lr, fused=True)
+    w1 = torch.tensor(np.concatenate(init[:2], axis=2), requires_grad=True)
+    w2, b2 = (torch.tensor(p, requires_grad=True) for p in init[2:])
+    optimizer = torch.optim.Adam([w1, w2, b2], lr=lr, fused=True)
     k = subsets.shape[1]
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        logits = torch.baddbmm(b2, w2, torch.baddbmm(b1, w1, xs).relu())
+        logits = torch.baddbmm(b2, w2, torch.bmm(w1, xs).relu_())
         loss = torch.nn.functional.cross_entropy(logits, ys, reduction="sum") / k
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(x_eval.T)).expand(len(subsets), -1, -1)
-        logits = torch.baddbmm(b2, w2, torch.baddbmm(b1, w1, x).relu_())
+        x = torch.from_numpy(_with_ones(x_eval).T.copy()).expand(len(subsets), -1, -1)
+        logits = torch.baddbmm(b2, w2, torch.bmm(w1, x).relu_())
         return logits.transpose(1, 2).contiguous().numpy()
+
+
+def _with_ones(x: np.ndarray) -> np.ndarray:
+    """``x`` with a constant 1 appended to every example's features."""
+    return np.hstack([x, np.ones((len(x), 1), dtype=x.dtype)])
 
 
 def make_example(
