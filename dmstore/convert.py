@@ -22,7 +22,7 @@ from dmstore.errors import DmstoreError
 from dmstore.lock import store_lock
 from dmstore.npy import NpyHeader, check_layout
 from dmstore.plan import ArrayPlan, parse_rows, parse_size, plan_array, workers_for
-from dmstore.shard import blosc, encode_shard
+from dmstore.shard import blosc, shard_pieces
 from dmstore.source import Source, data_key, datamodels_key
 from dmstore.verify import verify
 
@@ -213,8 +213,8 @@ def convert_band(source: Source, key: str, offset: int, plan: ArrayPlan, dest: s
     data = source.read(key, begin, begin + (stop - start) * plan.row_bytes)
     band = np.frombuffer(data, dtype=plan.dtype).reshape((stop - start, *plan.shape[1:]))
     block = (start - plan.rows[0]) // plan.shards[0]
-    shard = encode_shard(band, plan.chunks, blosc(store.codec(plan.dtype)))
-    store.write_shard(dest, dest_options, plan.name, block, len(plan.shape), shard)
+    pieces = shard_pieces(band, plan.chunks, blosc(store.codec(plan.dtype)))
+    store.write_shard(dest, dest_options, plan.name, block, len(plan.shape), pieces)
     store.write_record(dest, dest_options, plan.name, start, stop, store.checksum(data))
     return plan.name, start, stop
 

@@ -13,6 +13,8 @@ that index. An inner chunk is ``blosc(chunk bytes) + crc32c`` (codecs ``bytes``,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import google_crc32c
 import numpy as np
 from numcodecs import Blosc
@@ -33,8 +35,10 @@ def with_crc32c(data: bytes) -> bytes:
     return data + np.uint32(google_crc32c.value(data)).tobytes()
 
 
-def encode_shard(band: np.ndarray, chunks: tuple[int, ...], compressor: Blosc) -> bytes:
-    """The shard object for ``band``: rows of one shard row-block, all columns.
+def shard_pieces(band: np.ndarray, chunks: tuple[int, ...], compressor: Blosc) -> Iterator[bytes]:
+    """The shard object for ``band`` (rows of one shard row-block, all columns), piece by piece:
+    each encoded inner chunk, then the index. Memory: one chunk-sized copy at a time besides the
+    encoded pieces the caller keeps.
 
     Parameters
     ----------
@@ -45,14 +49,21 @@ def encode_shard(band: np.ndarray, chunks: tuple[int, ...], compressor: Blosc) -
     """
     height, width = chunks[0], chunks[1]
     n_chunks = -(-band.shape[1] // width)
-    padded = np.zeros((height, n_chunks * width, *band.shape[2:]), dtype=band.dtype)
-    padded[: band.shape[0], : band.shape[1]] = band
     index = np.empty((n_chunks, 2), dtype="<u8")
-    pieces, offset = [], 0
+    offset = 0
     for j in range(n_chunks):
-        piece = with_crc32c(compressor.encode(np.ascontiguousarray(padded[:, j * width : (j + 1) * width])))
+        chunk = band[:, j * width : (j + 1) * width]
+        if chunk.shape[:2] != (height, width):  # an edge chunk: pad with the fill value
+            padded = np.zeros((height, width, *band.shape[2:]), dtype=band.dtype)
+            padded[: chunk.shape[0], : chunk.shape[1]] = chunk
+            chunk = padded
+        piece = with_crc32c(compressor.encode(np.ascontiguousarray(chunk)))
         index[j] = offset, len(piece)
         offset += len(piece)
-        pieces.append(piece)
-    pieces.append(with_crc32c(index.tobytes()))
-    return b"".join(pieces)
+        yield piece
+    yield with_crc32c(index.tobytes())
+
+
+def encode_shard(band: np.ndarray, chunks: tuple[int, ...], compressor: Blosc) -> bytes:
+    """The whole shard object for ``band`` (see :func:`shard_pieces`)."""
+    return b"".join(shard_pieces(band, chunks, compressor))

@@ -87,12 +87,17 @@ def checksum(data: bytes) -> str:
     return f"{google_crc32c.value(data):08x}"
 
 
-def write_shard(dest: str, storage_options: dict | None, name: str, block: int, ndim: int, data: bytes) -> None:
-    """Write the shard object of row-block ``block`` of ``name`` (key ``{name}/c/{block}/0[/0]``)."""
+def write_shard(
+    dest: str, storage_options: dict | None, name: str, block: int, ndim: int, pieces: Iterable[bytes]
+) -> None:
+    """Write the shard object of row-block ``block`` of ``name`` (key ``{name}/c/{block}/0[/0]``)
+    from its pieces, as they are made."""
     fs, root = fsspec.core.url_to_fs(dest, **(storage_options or {}))
     folder = "/".join([root.rstrip("/"), name, "c", str(block), *["0"] * (ndim - 2)])
     fs.makedirs(folder, exist_ok=True)
-    fs.pipe_file(f"{folder}/0", data)
+    with fs.open(f"{folder}/0", "wb") as f:
+        for piece in pieces:
+            f.write(piece)
 
 
 def _records_fs(dest: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
