@@ -25,14 +25,15 @@ MAX_BAND_BYTES = 128 * 2**20
 CHUNK_COLS = 256
 # Target size of an inner chunk of a 3-D (model, example, class) array.
 CHUNK_BYTES = 2**20
-# Peak resident bytes of one band task per byte of band: the bytes read, their compressed
-# chunks and the assembled shard (benchmarks/bench_convert.py: 2.74 on 78 MiB margins bands).
-BAND_MEMORY_FACTOR = 3.0
+# Peak resident bytes of one band task per byte of band: the bytes read and their encoded
+# chunks, written as they are made (benchmarks/bench_convert.py: 1.06 on 78 MiB margins bands
+# with dmstore.shard; 2.74 when Zarr assembled the shard). Kept with a margin.
+BAND_MEMORY_FACTOR = 2.0
 # Resident bytes before any band is read: the driver with the scheduler and the nannies (plus
-# multiprocessing's resource tracker), and each worker process once it has loaded dmstore.convert
-# (benchmarks/bench_convert.py: driver 188 MiB at peak + tracker 12 MiB; idle worker 137 MiB).
+# multiprocessing's resource tracker), and each worker process once it has loaded dmstore
+# (benchmarks/bench_convert.py: driver 188 MiB at peak + tracker 12 MiB; idle worker 181 MiB).
 DRIVER_BYTES = 224 * 2**20
-WORKER_BYTES = 160 * 2**20
+WORKER_BYTES = 192 * 2**20
 
 
 @dataclass(frozen=True)
