@@ -226,7 +226,8 @@ def make_example(
 
     Memory is bounded by one batch of :data:`BATCH_MODELS` models, independent of ``models``:
     about ``4 * BATCH_MODELS * (k * (d + 4 H + 4 C) + N * (H + 3 C))`` bytes of tensors; for
-    digits the measured peak RSS is about 1 GB in all, of which ~0.36 GB is Python and torch.
+    digits the measured peak RSS is about 1 GB in all, of which ~0.36 GB is Python and torch
+    (rows written to the ``.npy`` files are unmapped after each batch).
 
     Parameters
     ----------
