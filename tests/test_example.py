@@ -195,14 +195,21 @@ def test_margins_from_logits(logits, labels, margins):
 
 
 @pytest.mark.parametrize(
-    "logits, labels", [(np.zeros((3, 4)), np.zeros(2, int)), (np.zeros((3, 4)), np.full(3, 4)), (np.zeros((3, 1)), np.zeros(3, int))]
+    "logits, labels",
+    [
+        (np.zeros((3, 4)), np.zeros(2, int)),  # one label too few
+        (np.zeros((3, 4)), np.full(3, 4)),  # label out of range
+        (np.zeros((3, 1)), np.zeros(3, int)),  # one class: no margin
+    ],
 )
 def test_margins_from_logits_rejects_mismatches(logits, labels):
     with pytest.raises(DmstoreError):
         margins_from_logits(logits, labels)
 
 
-@pytest.mark.parametrize("pct, n, k", [(50, 1000, 500), (1, 50, 1), (33, 10, 3), (99, 1000, 990), (25, 2, 1), (10, 797, 80)])
+@pytest.mark.parametrize(
+    "pct, n, k", [(50, 1000, 500), (1, 50, 1), (33, 10, 3), (99, 1000, 990), (25, 2, 1), (10, 797, 80)]
+)
 def test_subset_size(pct, n, k):
     assert subset_size(pct, n) == k
 
