@@ -15,7 +15,7 @@ from dmstore import __version__
 from dmstore.errors import DmstoreError
 
 # command modules, in the order ``dmstore --help`` lists them
-COMMANDS = ("catalog", "convert", "info", "verify", "export", "example", "evaluate", "stats", "fit", "demo")
+COMMANDS = ("catalog", "convert", "info", "verify", "export", "example", "fit", "evaluate", "stats", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
