@@ -13,6 +13,7 @@ from dask.distributed import as_completed
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
+from dmstore import plots
 from dmstore.cluster import dask_client
 from dmstore.datamodels import read_datamodels
 from dmstore.dataset import as_store
@@ -194,13 +195,8 @@ def _sample_targets(spearman: np.ndarray) -> np.ndarray:
 
 def plot_evaluation(result: xr.Dataset, path: str | Path) -> Path:
     """PNG: predicted vs true margins of the sample targets, and histograms of the correlations."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     samples = result["sample"].values
-    fig, axes = plt.subplots(1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 3.8))
+    fig, axes = plots.panels(len(samples) + 1)
     for ax, sample in zip(axes, samples):
         true = result["true"].sel(sample=sample).values
         predicted = result["predicted"].sel(sample=sample).values
@@ -216,9 +212,4 @@ def plot_evaluation(result: xr.Dataset, path: str | Path) -> Path:
     hist.set_xlabel("correlation across evaluation models")
     hist.set_ylabel("targets")
     hist.legend()
-    fig.suptitle(f"{result.attrs['n_targets']} targets, {result.attrs['n_eval_models']} evaluation models")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, f"{result.attrs['n_targets']} targets, {result.attrs['n_eval_models']} evaluation models")

@@ -12,6 +12,7 @@ import xarray as xr
 from dask.distributed import as_completed
 from tqdm.auto import tqdm
 
+from dmstore import plots
 from dmstore.cluster import dask_client
 from dmstore.dataset import open as open_store
 from dmstore.errors import DmstoreError
@@ -135,12 +136,7 @@ def stats(
 
 def plot_stats(result: xr.Dataset, path: str | Path) -> Path:
     """PNG: histograms of per-example mean margin, accuracy and mask frequency; sorted influence."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plots.panels(4, width=4.25)
     for split in SPLITS:
         if f"{split}_mean" in result:
             axes[0].hist(result[f"{split}_mean"].values, bins=50, alpha=0.6, label=split)
@@ -168,9 +164,4 @@ def plot_stats(result: xr.Dataset, path: str | Path) -> Path:
                 axes[3].hist(np.sqrt(result[f"{split}_var"].values), bins=50, alpha=0.6, label=split)
         axes[3].set_xlabel("std of an example's margin")
         axes[3].legend()
-    fig.suptitle(f"{result.attrs['n_models']} models ({result.attrs['models']})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, f"{result.attrs['n_models']} models ({result.attrs['models']})")
