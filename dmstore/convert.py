@@ -119,9 +119,10 @@ def plan_conversion(
     headers = {}
     for name in names:
         key = data_key(dataset, name, pct)
-        header = source.header(key)
+        size = source.size(key)
+        header = source.header(key, size)
         dtype, _ = catalog.KINDS[name]
-        check_layout(header, source.describe(key), dtype=dtype, ndim=3 if name.endswith("logits") else 2, size=source.size(key))
+        check_layout(header, source.describe(key), dtype=dtype, ndim=3 if name.endswith("logits") else 2, size=size)
         headers[name] = header
     n_models = _check_shapes(headers)
     rows = parse_rows(models, n_models) if n_models else (0, 0)

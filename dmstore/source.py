@@ -127,9 +127,10 @@ class Source:
             exit_code=1,
         )
 
-    def header(self, key: str) -> NpyHeader:
-        """The ``.npy`` header of ``key``, from one small ranged read (two if it is long)."""
-        size = self.size(key)
+    def header(self, key: str, size: int | None = None) -> NpyHeader:
+        """The ``.npy`` header of ``key``, from one small ranged read (two if it is long);
+        ``size``, when the caller knows it, saves asking for it again."""
+        size = self.size(key) if size is None else size
         prefix = self.read(key, 0, min(HEADER_PROBE, size)) if size else b""
         name = self.describe(key)
         length = header_length(prefix, name)
