@@ -12,7 +12,7 @@ warnings.filterwarnings("ignore", message="Consolidated metadata is currently no
 warnings.filterwarnings("ignore", message="Object at _dmstore is not recognized")
 
 # The Python API. The functions keep the names of their modules (``dmstore.fit`` is the
-# function); import a module's other names with ``from dmstore.fit import memory_estimate``.
+# function); import a module's other names from its module (``dmstore.fitting.fit``).
 import dmstore.accessor  # noqa: E402,F401  (registers the ``ds.dm`` accessor)
 from dmstore.convert import convert  # noqa: E402
 from dmstore.datamodels import read_datamodels, write_datamodels  # noqa: E402
@@ -20,7 +20,7 @@ from dmstore.dataset import open  # noqa: E402
 from dmstore.errors import DmstoreError  # noqa: E402
 from dmstore.evaluate import evaluate  # noqa: E402
 from dmstore.example import make_example  # noqa: E402
-from dmstore.fit import fit  # noqa: E402
+from dmstore.fitting.fit import fit  # noqa: E402
 from dmstore.stats import stats  # noqa: E402
 from dmstore.verify import verify  # noqa: E402
 

@@ -13,7 +13,7 @@ from dmstore.cluster import dask_client
 from dmstore.convert import convert
 from dmstore.evaluate import evaluate
 from dmstore.example import make_example
-from dmstore.fit import fit
+from dmstore.fitting.fit import fit
 from dmstore.info import describe
 from dmstore.stats import plot_stats, stats
 

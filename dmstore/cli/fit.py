@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dmstore.datamodels import SPLITS
-from dmstore.device import DEVICES
 from dmstore.errors import DmstoreError
-from dmstore.fit import DTYPES, fit
+from dmstore.fitting.fit import DTYPES, fit
 
 
 def parse_targets(text: str | None) -> slice | None:
@@ -32,10 +31,11 @@ def register(subparsers) -> None:
         "fit", help="estimate datamodels (LASSO) out of core, on numpy or CuPy, locally or on Dask",
         description="Estimate the datamodels of a store's target examples: for each target, a LASSO of its "
         "margins on the training masks over the fit models (split == fit; the evaluation models are never "
-        "read). One streaming pass over the store gives the sufficient statistics; a geometric lam path per "
-        "target, chosen by validation MSE on the last VAL_MODELS fit models, then a refit on all fit models, "
-        "run from these statistics alone. Writes weight, bias and lam into the store's group "
-        "datamodels/TARGET (weights in raw mask space: prediction = mask @ weight + bias).",
+        "read). Passes over the masks persist the sufficient statistics in the store (group moments/, reused by "
+        "later fits of the same rows); a geometric lam path per target, chosen by validation MSE on the last "
+        "VAL_MODELS fit models, then a refit on all fit models, run from these statistics with working sets. "
+        "Target blocks are written into the store's group datamodels/TARGET as they finish (weights in raw "
+        "mask space: prediction = mask @ weight + bias); an interrupted fit continues where it stopped.",
     )
     parser.add_argument("store", help="store path or URL")
     parser.add_argument("--target", choices=SPLITS, default="test",
@@ -55,18 +55,17 @@ def register(subparsers) -> None:
                         help="relative duality gap at which a solve stops (default: %(default)s)")
     parser.add_argument("--patience", type=int, default=5,
                         help="path points without a better validation MSE before a target stops (default: %(default)s)")
-    parser.add_argument("--target-batch", type=int, default=1024,
-                        help="targets solved together: bounds the solver's memory (default: %(default)s)")
+    parser.add_argument("--target-batch", type=int, default=256,
+                        help="targets per block, solved, written and recorded together (default: %(default)s)")
+    parser.add_argument("--memory", metavar="SIZE",
+                        help="bound on the fit's memory, e.g. 8GiB (default: 8 GiB or 90%% of the free memory)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                         help="solver precision (default: %(default)s; float64 for --tol below 1e-6)")
-    parser.add_argument("--device", choices=DEVICES, default="cpu",
-                        help="cpu (numpy) or cuda (CuPy on this machine's GPU) (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace datamodels the store already holds")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--scheduler", metavar="ADDRESS|local",
-                        help="run the pass on an existing Dask cluster (its workers must reach the store), or "
-                        "'local' for a local cluster of worker processes (default: in this process, the "
-                        "fastest on one machine)")
+                        help="run the target blocks on an existing Dask cluster (its workers must reach the "
+                        "store), or 'local' for a local cluster of worker processes (default: in this process)")
     parser.set_defaults(func=run)
 
 
@@ -74,11 +73,11 @@ def run(args) -> int:
     result = fit(
         args.store, args.target, targets=parse_targets(args.targets), val_models=parse_val_models(args.val_models),
         lambdas=args.lambdas, lambda_ratio=args.lambda_ratio, standardize=args.standardize, tol=args.tol,
-        patience=args.patience, target_batch=args.target_batch, dtype=args.dtype, device=args.device,
+        patience=args.patience, target_batch=args.target_batch, dtype=args.dtype, memory=args.memory,
         scheduler=args.scheduler, overwrite=args.overwrite, progress=args.progress,
     )
     a = result.attrs
-    print(f"fitted {a['n_targets']} {args.target} datamodels on {a['n_fit']} + {a['n_val']} models "
+    print(f"{a['n_targets']} {args.target} datamodels fitted on {a['n_fit']} + {a['n_val']} models "
           f"(fit + validation) in {a['seconds_pass']:.1f} s (pass) + {a['seconds_path']:.1f} s (path)")
     print(f"median lam {a['median_lam']:.4g}   mean nonzero weights {a['mean_nonzeros']:.1f} of "
           f"{result.sizes['train']}   mean validation R^2 {a['val_r2']:.4f}")

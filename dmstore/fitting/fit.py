@@ -1,0 +1,318 @@
+"""``dmstore fit``: estimate the datamodels of a store's targets, out of core, at any width.
+
+1. The passes (:mod:`dmstore.fitting.passes`) fill the persisted statistics ``moments/fit``
+   (the fit rows the path is fitted on) and ``moments/val`` (the validation rows: the last
+   ``val_models`` fit rows) for the requested targets, unless the store already holds them
+   for exactly these rows: a second fit with other options reads no mask.
+2. Target blocks (``target_batch`` targets, aligned on the split's positions) are the unit of
+   work: each walks its validation-selected path on the statistics, is refitted on fit +
+   validation rows at the chosen ``lam`` (:mod:`dmstore.fitting.solver`), writes its region of
+   ``datamodels/{target}`` and records itself. A crash loses at most the blocks in flight; the
+   same command continues with the blocks not recorded; ``targets`` ranges fill one group step
+   by step. Blocks run in this process or as Dask tasks on a cluster (each worker reads the
+   statistics from the store).
+
+Memory: :func:`dmstore.fitting.plan.plan_fit` sizes every part to one ``memory`` budget.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+import xarray as xr
+from dask.utils import parse_bytes
+from tqdm.auto import tqdm
+
+from dmstore import __version__
+from dmstore.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
+from dmstore.dataset import open as open_store
+from dmstore.errors import DmstoreError
+from dmstore.fitting import solver
+from dmstore.fitting.fista import check_options
+from dmstore.fitting.moments import XTY_BLOCK, Moments, rows_digest
+from dmstore.fitting.passes import PassPlan, gram_pass, target_pass
+from dmstore.fitting.plan import FitPlan, plan_fit
+from dmstore.fitting.reads import BandReader
+from dmstore.lock import store_lock
+from dmstore.rows import model_positions
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+#: The default memory budget: fits a 16 GB laptop beside its other work.
+DEFAULT_MEMORY = 8 * 2**30
+#: Solver iterations per solve before a target stops above its tolerance (its gap says so).
+MAX_ITER = 10_000
+#: Options that must match for a fit to continue the blocks of an earlier one.
+OPTIONS = ("lambdas", "lambda_ratio", "standardize", "tol", "patience", "val_models", "dtype", "target_batch")
+
+
+def validation_count(val_models: float, n_fit: int) -> int:
+    """Validation rows: a fraction (``0 < val_models < 1``) of the fit rows, or a count (``>= 1``).
+
+    At least one validation row and two fit rows must remain.
+    """
+    if isinstance(val_models, bool) or not val_models > 0:
+        raise DmstoreError(f"val_models must be a fraction in (0, 1) or a count >= 1, got {val_models!r}")
+    if val_models < 1:
+        count = max(1, round(val_models * n_fit))
+    elif float(val_models).is_integer():
+        count = int(val_models)
+    else:
+        raise DmstoreError(f"val_models {val_models} is neither a fraction in (0, 1) nor a whole count")
+    if count > n_fit - 2:
+        raise DmstoreError(
+            f"val_models asks for {count} validation models but the store has only {n_fit} fit models: "
+            "at least 2 must remain to fit on; use a smaller --val-models"
+        )
+    return count
+
+
+def target_columns(targets: slice | None, n_targets: int, split: str) -> slice:
+    """The target columns ``start:stop`` as a slice within ``n_targets`` (step 1)."""
+    if targets is None:
+        return slice(0, n_targets)
+    start = 0 if targets.start is None else targets.start
+    stop = n_targets if targets.stop is None else targets.stop
+    if targets.step not in (None, 1):
+        raise DmstoreError(f"--targets {start}:{stop}:{targets.step}: only contiguous ranges (step 1) are supported")
+    if not 0 <= start < stop <= n_targets:
+        raise DmstoreError(
+            f"--targets {start}:{stop} is outside the {n_targets} {split} examples of the store: "
+            f"use a range within 0:{n_targets}"
+        )
+    return slice(start, stop)
+
+
+def memory_budget(memory: int | str | None) -> int:
+    """Bytes of ``memory`` (``"8GiB"``, a number, or None: the default, at most what is free)."""
+    if memory is None:
+        return int(min(DEFAULT_MEMORY, 0.9 * psutil.virtual_memory().available))
+    try:
+        value = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+    except (ValueError, TypeError) as exc:
+        raise DmstoreError(f"--memory {memory!r} is not a size: write it like 8GiB or 500MB") from exc
+    if value <= 0:
+        raise DmstoreError(f"--memory {memory!r} must be positive")
+    return value
+
+
+def target_blocks(columns: slice, block: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` blocks of the columns, aligned on multiples of ``block``."""
+    edges = sorted({columns.start, columns.stop, *range(-(-columns.start // block) * block, columns.stop, block)})
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def fit(
+    store: Any,
+    target: str = "test",
+    *,
+    targets: slice | None = None,
+    val_models: float = 0.1,
+    lambdas: int = 100,
+    lambda_ratio: float = 1e-3,
+    standardize: bool = True,
+    tol: float = 1e-4,
+    patience: int = 5,
+    target_batch: int = 256,
+    dtype: str = "float32",
+    memory: int | str | None = None,
+    scheduler: Any = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    storage_options: dict | None = None,
+) -> xr.Dataset:
+    """Estimate the ``target`` datamodels of a store and write them into ``datamodels/{target}``.
+
+    Per target example t (a column of ``{target}_margins``), minimise
+    ``1/(2n) ||y_t - X w_t - b_t||^2 + lam_t ||w_t||_1`` over the fit models along a geometric
+    path of ``lambdas`` values from ``lam_max`` down to ``lam_max * lambda_ratio``, choose
+    ``lam_t`` by the validation MSE (early stop after ``patience`` points without improvement),
+    and refit on fit + validation models at that ``lam_t``.
+
+    Parameters
+    ----------
+    store
+        Path or fsspec URL of the store (the statistics and datamodels are written into it).
+    target
+        ``test`` or ``train``: whose margins are the targets.
+    targets
+        A contiguous range of target columns (``slice(0, 500)``); all by default. Ranges fill one
+        datamodels group step by step.
+    val_models
+        Validation models: a fraction of the fit models or a count, always the last fit rows.
+    lambdas, lambda_ratio
+        Points of the path and the ratio of its smallest to its largest ``lam``.
+    standardize
+        Solve on standardised features, as fast_l1 does (``lam`` is then in that space); the
+        stored weights are in raw mask space either way.
+    tol
+        Each solve stops at a duality gap of ``tol`` times the target's margin variance.
+    patience
+        Path points without a better validation MSE after which a target stops.
+    target_batch
+        Targets per block: solved together, written and recorded together.
+    dtype
+        Solver precision: ``float32`` (default) or ``float64``.
+    memory
+        The bound on this process's memory (``"8GiB"``); default 8 GiB or 90% of what is free.
+    scheduler
+        Where the target blocks run: ``None`` in this process; ``"local"`` a local Dask cluster of
+        worker processes; an address or a ``dask.distributed.Client``: that cluster (its workers
+        must reach the store and have ``memory`` each).
+    overwrite
+        Replace datamodels fitted with other options, or imported ones.
+
+    Returns
+    -------
+    xarray.Dataset
+        The datamodels of every fitted target of the group (``weight``, ``bias``, ``lam``); its
+        attributes record the options and a summary: ``n_targets``, ``median_lam``,
+        ``mean_nonzeros``, ``val_r2`` (mean validation R^2), ``not_converged``.
+    """
+    started = time.perf_counter()
+    check_options(lambdas, lambda_ratio, tol, patience, target_batch)
+    if dtype not in DTYPES:
+        raise DmstoreError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if not isinstance(store, (str, os.PathLike)):
+        raise DmstoreError("fit writes its statistics into the store: pass its path or URL")
+    store = os.fspath(store)
+    group_path(target)
+    budget = memory_budget(memory)
+    ds = open_store(store, storage_options=storage_options)
+    margins = f"{target}_margins"
+    for name in ("train_masks", margins):
+        if name not in ds:
+            raise DmstoreError(f"the store has no {name}: convert it with --arrays masks,margins")
+    columns = target_columns(targets, ds.sizes[target], target)
+    positions = model_positions(ds, "fit")
+    n_val = validation_count(val_models, positions.size)
+    rows = {"fit": positions[:-n_val], "val": positions[-n_val:]}
+    reader = BandReader(store, target, storage_options)
+    plan = plan_fit(ds.sizes["train"], rows["fit"].size, reader.shard_rows, target_batch, budget)
+    options = dict(lambdas=lambdas, lambda_ratio=lambda_ratio, standardize=standardize, tol=tol,
+                   patience=patience, val_models=val_models, dtype=dtype, target_batch=target_batch)
+    with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options):
+        done = _prepare_group(store, target, ds, options, overwrite, storage_options)
+        _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
+        passed = time.perf_counter()
+        todo = [b for b in target_blocks(columns, target_batch) if b not in done]
+        args = dict(options, dtype=DTYPES[dtype], cap=plan.cap)
+        with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
+            _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)
+        result = read_datamodels(store, target, storage_options)
+        result.attrs.update(
+            _summary(fitted_blocks(store, target, storage_options)),
+            n_fit=int(rows["fit"].size), n_val=int(n_val), plan_peak_bytes=plan.peak,
+            seconds_pass=round(passed - started, 3), seconds_path=round(time.perf_counter() - passed, 3),
+        )
+        return result
+
+
+def _prepare_group(store: str, target: str, ds: xr.Dataset, options: dict, overwrite: bool,
+                   storage_options: dict | None) -> dict:
+    """Create ``datamodels/{target}`` unless it continues an earlier fit; its recorded blocks."""
+    if has_datamodels(store, target, storage_options) and not overwrite:
+        existing = xr.open_zarr(store, group=group_path(target), zarr_format=3, consolidated=False,
+                                storage_options=storage_options).attrs
+        same = existing.get("dmstore_blocks") and all(existing.get(k) == v for k, v in options.items())
+        if not same:
+            raise DmstoreError(
+                f"the store holds {target!r} datamodels fitted with other options or imported: pass --overwrite "
+                "(overwrite=True) to replace them, or export them first with `dmstore export`"
+            )
+        return fitted_blocks(store, target, storage_options)
+    attrs = dict(options, method="lasso: working-set FISTA on persisted statistics, validation-selected "
+                 "path, refit on fit + validation models", estimated_by=f"dmstore {__version__} fit")
+    start_blocks(store, target, ds.sizes["train"], ds[target].values, options["target_batch"], attrs,
+                 storage_options)
+    return {}
+
+
+def _fill_moments(store: str, reader: BandReader, rows: dict[str, np.ndarray], target: str, columns: slice,
+                  n_targets: int, plan: FitPlan, progress: bool, storage_options: dict | None) -> None:
+    """Run the passes the persisted statistics still lack for these rows and targets."""
+    wanted = list(range(columns.start // XTY_BLOCK, -(-columns.stop // XTY_BLOCK)))
+    pass_plan = PassPlan(plan.tile, plan.cache_masks, plan.target_blocks)
+    work = []
+    for name, positions in rows.items():
+        moments = Moments(store, name, storage_options)
+        digest = rows_digest(positions)
+        complete = moments.is_complete(digest)
+        panels = 0 if complete else -(-reader.n_train // plan.tile) - (
+            int(moments.group().attrs["panels"]) if moments.matches(digest) else 0)
+        missing = [b for b in wanted if not (moments.matches(digest) and b in moments.target_blocks(target))]
+        work.append((moments, positions, panels, missing))
+    total = sum(p.size * (panels + -(-len(missing) // plan.target_blocks)) for _, p, panels, missing in work)
+    with tqdm(total=total, desc="statistics", unit="model", disable=not progress or total == 0) as bar:
+        for moments, positions, _, missing in work:
+            gram_pass(moments, reader, positions, pass_plan, bar.update)
+            target_pass(moments, reader, positions, target, n_targets, missing, pass_plan, bar.update)
+
+
+def fit_block(store: str, target: str, start: int, stop: int, args: dict, storage_options: dict | None) -> None:
+    """Fit, write and record the targets ``start:stop`` from the persisted statistics."""
+    columns = slice(start, stop)
+    fit_stats = Moments(store, "fit", storage_options).statistics(target, columns)
+    val_stats = Moments(store, "val", storage_options).statistics(target, columns)
+    common = dict(standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"],
+                  cap=args["cap"])
+    try:
+        path = solver.path(fit_stats, val_stats, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],
+                           patience=args["patience"], **common)
+        weight, bias, gap, _ = solver.refit(fit_stats + val_stats, path.lam, path.weight, **common)
+    except solver.WorkingSetFull:
+        if stop - start == 1:
+            raise DmstoreError(
+                f"the datamodel of target {start} needs more features than --memory allows: raise --memory"
+            ) from None
+        middle = (start + stop) // 2
+        fit_block(store, target, start, middle, args, storage_options)
+        fit_block(store, target, middle, stop, args, storage_options)
+        return
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = 1.0 - path.val_mse / path.val_var
+    summary = {
+        "lam": [float(v) for v in path.lam],
+        "nonzeros": [int(v) for v in (weight != 0).sum(axis=0)],
+        "val_r2": [float(v) if np.isfinite(v) else None for v in r2],
+        "not_converged": int(((path.gap > args["tol"]) | (gap > args["tol"])).sum()),
+    }
+    write_block(store, target, start, weight, bias, path.lam, summary, storage_options)
+
+
+def _run_blocks(store: str, target: str, blocks: list[tuple[int, int]], args: dict, scheduler: Any,
+                progress: Any, storage_options: dict | None) -> None:
+    if scheduler is None:
+        for start, stop in blocks:
+            fit_block(store, target, start, stop, args, storage_options)
+            progress(stop - start)
+        return
+    from dask.distributed import as_completed
+
+    from dmstore.cluster import dask_client
+
+    with dask_client(None if scheduler == "local" else scheduler) as client:
+        futures = {
+            client.submit(fit_block, store, target, a, b, args, storage_options, pure=False): b - a
+            for a, b in blocks
+        }
+        for future in as_completed(futures):
+            future.result()
+            progress(futures[future])
+
+
+def _summary(blocks: dict[tuple[int, int], dict]) -> dict:
+    """The group's summary over its recorded blocks."""
+    lam = [v for s in blocks.values() for v in s["lam"]]
+    nonzeros = [v for s in blocks.values() for v in s["nonzeros"]]
+    r2 = [v for s in blocks.values() for v in s["val_r2"] if v is not None]
+    return {
+        "n_targets": len(lam),
+        "median_lam": float(np.median(lam)) if lam else float("nan"),
+        "mean_nonzeros": float(np.mean(nonzeros)) if nonzeros else float("nan"),
+        "val_r2": float(np.mean(r2)) if r2 else float("nan"),
+        "not_converged": int(sum(s["not_converged"] for s in blocks.values())),
+    }

@@ -1,0 +1,88 @@
+"""The fit's memory plan: pure arithmetic from the problem's sizes and one budget (no I/O).
+
+A fit has two phases that never overlap: the passes that fill the persisted statistics, and the
+solver that walks the path of one target block at a time. Their peaks, in bytes, for ``N`` train
+examples:
+
+- pass: one panel of counts ``tile x N`` float32, one band of masks converted to float32
+  (``shard_rows x N x 5``), the masks of the rows kept between panels when they fit
+  (``rows x N`` bool; otherwise they are read again for each panel), and the target statistics
+  of ``target_blocks`` blocks (``N x 256`` float64 each, plus the band's margins);
+- solver: the Gram rows of the working set in the fit and validation spaces
+  (``2 x cap x N`` float32), about ``8 x block x N`` float32 target arrays, three copies of
+  ``G[U, U]`` and the raw weights of the block (``3 x N x block`` float64).
+
+The plan picks the largest working set (``cap``) the budget allows; a block whose working set
+would outgrow it is solved in halves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dmstore.errors import DmstoreError
+
+#: The interpreter, numpy, zarr, dask and friends, resident before any data (measured: 0.35 GiB).
+BASE = 450 * 2**20
+#: The largest tile of the persisted counts (64 MiB of float32 per shard).
+TILE = 4096
+#: Targets per block of the persisted target statistics (mirrors moments.XTY_BLOCK).
+XTY_TARGETS = 256
+#: The smallest useful working set: below this the budget is too small for the problem.
+MIN_CAP = 64
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How a fit uses its memory budget."""
+
+    tile: int
+    cache_masks: bool
+    target_blocks: int
+    cap: int
+    peak: int
+
+
+def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool, target_blocks: int) -> int:
+    """Peak bytes of a pass (see the module docstring)."""
+    panel = 4 * tile * n_train
+    band = 5 * shard_rows * n_train
+    masks = rows * n_train if cache else 0
+    targets = target_blocks * XTY_TARGETS * (8 * n_train + 10 * shard_rows)
+    return BASE + max(panel + band + masks, band + targets)
+
+
+def solver_bytes(n_train: int, block: int, cap: int) -> int:
+    """Peak bytes of the solver for one block with a working set of ``cap`` features."""
+    return BASE + 8 * cap * n_train + 32 * block * n_train + 12 * cap * cap + 24 * n_train * block
+
+
+def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int) -> FitPlan:
+    """The plan for a fit of ``block`` targets at a time on ``rows`` model rows within ``memory`` bytes.
+
+    Raises
+    ------
+    DmstoreError
+        When even the smallest plan does not fit, with the budget that would.
+    """
+    tile = min(TILE, n_train)
+    need = pass_bytes(n_train, rows, shard_rows, tile, False, 1)
+    while tile > 256 and need > memory:
+        tile //= 2
+        need = pass_bytes(n_train, rows, shard_rows, tile, False, 1)
+    smallest = max(need, solver_bytes(n_train, min(block, 16), MIN_CAP))
+    if smallest > memory:
+        raise DmstoreError(
+            f"a fit of {n_train} train examples needs at least {smallest / 2**30:.1f} GiB but --memory allows "
+            f"{memory / 2**30:.1f} GiB: raise --memory (and lower --target-batch)"
+        )
+    cache = pass_bytes(n_train, rows, shard_rows, tile, True, 1) <= memory
+    target_blocks = 1
+    while target_blocks < 64 and pass_bytes(n_train, rows, shard_rows, tile, cache, 2 * target_blocks) <= memory:
+        target_blocks *= 2
+    cap = MIN_CAP
+    while cap < n_train and solver_bytes(n_train, block, 2 * cap) <= memory:
+        cap *= 2
+    cap = min(cap, n_train)
+    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks), solver_bytes(n_train, block, cap))
+    return FitPlan(tile, cache, target_blocks, cap, peak)

@@ -1,0 +1,261 @@
+"""The LASSO path of a block of targets with working sets: only the Gram rows it needs.
+
+Per target ``t`` (the objective of scikit-learn's ``Lasso`` and of fast_l1)::
+
+    minimise_{w, b}  1/(2n) ||y_t - X w - b||^2 + lam_t ||w||_1
+
+Centring eliminates the intercept: with ``G = X^T X / n - m m^T`` and
+``c_t = X^T y_t / n - m ybar_t`` the problem is ``1/2 w'Gw - c_t'w + lam_t |w|_1`` and
+``b_t = ybar_t - m'w``; with ``standardize`` features are scaled to unit variance (``s = 1/std``,
+as fast_l1 does). Stored weights are in raw mask space either way.
+
+At CIFAR-10 width ``G`` is ``50,000 x 50,000`` and the solutions have tens to thousands of
+non-zeros, so a block of targets works on a *working set* ``U`` of features shared by the
+block: the rows ``G[U, :]`` are gathered from the persisted counts, FISTA
+(:mod:`dmstore.fitting.fista`) solves the problem restricted to ``U`` on ``G[U, U]``, and the
+exact optimality (KKT) conditions are then checked over **all** features with the full gradient
+``c - w G[U, :]``: every feature outside ``U`` whose gradient exceeds ``lam`` joins ``U`` and the
+solve repeats. A point is accepted only when no feature violates them, so its duality gap is
+that of the full problem. Along the path, the sequential strong rule (Tibshirani et al. 2012:
+keep ``j`` if ``|grad_j| >= 2 lam_k - lam_{k-1}``) proposes ``U`` before each step.
+
+Validation needs no second ``N x N`` array: the validation MSE of weights on ``U`` needs only
+``G_val[U, U]`` (gathered beside ``G[U, :]``) and ``c_val[U]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dmstore.fitting.fista import lambda_grid, row_dots, solve, top_eigenvalue
+from dmstore.fitting.moments import Statistics
+
+#: A feature outside the working set violates the optimality conditions when its gradient exceeds
+#: ``lam`` by more than this relative margin (float32 rounding of a feature exactly at ``lam``).
+KKT_MARGIN = 1e-5
+#: Rows converted from counts to the solver's space at once (bounds a float64 temporary).
+CONVERT_ROWS = 256
+
+
+class WorkingSetFull(Exception):
+    """The working set of a block outgrew its memory: solve fewer targets together."""
+
+
+@dataclass(frozen=True)
+class Space:
+    """The solver's space for one :class:`Statistics`: feature means and scales, target sums."""
+
+    stats: Statistics
+    mean: np.ndarray
+    scale: np.ndarray
+    dtype: Any
+
+    @classmethod
+    def build(cls, stats: Statistics, standardize: bool, dtype: Any, scale: np.ndarray | None = None) -> Space:
+        """Centre on ``stats``' means; scale to unit variance (or by a given ``scale``)."""
+        mean = stats.xsum / stats.n
+        if scale is None:
+            var = np.maximum(mean - mean**2, 0.0)  # 0/1 masks: the diagonal of X^T X is xsum
+            varies = var > 1e-12
+            if standardize:
+                scale = np.where(varies, 1.0 / np.sqrt(np.where(varies, var, 1.0)), 0.0)
+            else:
+                scale = varies.astype(np.float64)
+        return cls(stats, mean, scale, dtype)
+
+    def targets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``c`` ``[B, N]`` in this space, the target means ``ybar`` and variances ``syy`` ``[B]``."""
+        s = self.stats
+        ybar = s.ysum / s.n
+        syy = np.maximum(s.yy / s.n - ybar**2, 0.0)
+        c = (s.xty.T / s.n - ybar[:, None] * self.mean[None, :]) * self.scale[None, :]
+        return np.ascontiguousarray(c.astype(self.dtype)), ybar, syy
+
+    def gram_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]``."""
+        n, mean, scale = self.stats.n, self.mean, self.scale
+        for start in range(0, rows.size, CONVERT_ROWS):
+            part = rows[start : start + CONVERT_ROWS]
+            counts = self.stats.counts(part).astype(np.float64)
+            counts /= n
+            counts -= mean[part, None] * mean[None, :]
+            counts *= scale[part, None] * scale[None, :]
+            out[start : start + part.size] = counts
+
+    def to_raw(self, w: np.ndarray, features: np.ndarray, ybar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``[N, B]`` weights and ``[B]`` intercepts of solver weights ``w`` ``[B, K]`` on ``features``."""
+        weight = np.zeros((self.mean.size, w.shape[0]))
+        weight[features] = (w.astype(np.float64) * self.scale[features]).T
+        return weight, ybar - weight.T @ self.mean
+
+    def from_raw(self, weight: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Solver weights ``[B, K]`` on ``features`` of raw weights ``[N, B]``."""
+        scale = self.scale[features]
+        safe = np.where(scale > 0, scale, 1.0)
+        return np.where(scale > 0, weight[features].T / safe, 0.0).astype(self.dtype)
+
+
+class WorkingSet:
+    """The features ``U`` of a block and their Gram rows in each space (``[cap, N]`` each, filled
+    as ``U`` grows; untouched rows cost no memory)."""
+
+    def __init__(self, spaces: list[Space], cap: int) -> None:
+        n_train = spaces[0].mean.size
+        self.spaces, self.cap = spaces, min(cap, n_train)
+        self.features = np.zeros(0, dtype=np.int64)
+        self.member = np.zeros(n_train, dtype=bool)
+        self.rows = [np.empty((self.cap, n_train), dtype=s.dtype) for s in spaces]
+        self._lipschitz: tuple[int, float] = (-1, 1.0)
+
+    @property
+    def size(self) -> int:
+        return self.features.size
+
+    def add(self, features: np.ndarray) -> None:
+        """Add ``features`` (those not yet in ``U``) and gather their rows."""
+        new = np.unique(features[~self.member[features]])
+        if new.size == 0:
+            return
+        if self.size + new.size > self.cap:
+            raise WorkingSetFull
+        for space, rows in zip(self.spaces, self.rows):
+            space.gram_rows(new, rows[self.size : self.size + new.size])
+        self.member[new] = True
+        self.features = np.concatenate([self.features, new])
+
+    def block(self, space: int = 0) -> np.ndarray:
+        """``G[U, U]`` of ``spaces[space]``."""
+        return self.rows[space][: self.size][:, self.features]
+
+    def lipschitz(self, gram: np.ndarray) -> float:
+        """The largest eigenvalue of ``G[U, U]`` (cached while ``U`` is unchanged)."""
+        if self._lipschitz[0] != self.size:
+            self._lipschitz = (self.size, 1.01 * top_eigenvalue(gram, np))
+        return self._lipschitz[1]
+
+
+def solve_on(ws: WorkingSet, c: np.ndarray, lam: np.ndarray, syy: np.ndarray, w: np.ndarray, *,
+             tol: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Solve targets ``c`` ``[A, N]`` at ``lam``, growing ``ws`` until the KKT conditions hold.
+
+    ``w`` ``[A, ws.size]`` is the warm start on ``ws.features``. Returns the weights on the final
+    ``ws.features``, the full gradient ``[A, N]``, the relative duality gaps and iterations.
+    """
+    iterations = np.zeros(c.shape[0], dtype=np.int64)
+    while True:
+        k = ws.size
+        if k == 0:
+            grad, gap = c.copy(), np.zeros(c.shape[0])
+            w = np.zeros((c.shape[0], 0), dtype=c.dtype)
+        else:
+            gram = ws.block()
+            w, _, gap, iters = solve(gram, np.ascontiguousarray(c[:, ws.features]), lam, syy,
+                                     ws.lipschitz(gram), w, tol=tol, max_iter=max_iter, xp=np)
+            iterations += iters
+            grad = c - w @ ws.rows[0][:k]
+        limit = (lam * (1.0 + KKT_MARGIN)).astype(grad.dtype)[:, None]
+        violated = (np.abs(grad) > limit).any(axis=0) & ~ws.member
+        if not violated.any():
+            return w, grad, gap, iterations
+        ws.add(np.flatnonzero(violated))
+        w = np.concatenate([w, np.zeros((w.shape[0], ws.size - k), dtype=w.dtype)], axis=1)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Datamodels of a block of targets (raw ``weight`` ``[N, B]``; the rest ``[B]``)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    lam: np.ndarray
+    gap: np.ndarray
+    iterations: np.ndarray
+    val_mse: np.ndarray
+    val_var: np.ndarray
+    steps: np.ndarray
+
+
+def path(fit: Statistics, val: Statistics, *, lambdas: int, lambda_ratio: float, standardize: bool,
+         tol: float, patience: int, max_iter: int, dtype: Any, cap: int,
+         progress: Callable[[int], None] | None = None) -> BlockResult:
+    """Walk the ``lam`` path of a block of targets on ``fit``; choose ``lam`` by validation on ``val``.
+
+    Each target's path runs from its ``lam_max`` (all weights zero) down to
+    ``lam_max * lambda_ratio`` in ``lambdas`` geometric points, warm-started; a target stops once
+    ``patience`` points in a row have not improved its best validation MSE and keeps its best point.
+    ``cap`` bounds the working set (:class:`WorkingSetFull` beyond it).
+    """
+    space = Space.build(fit, standardize, dtype)
+    val_space = Space.build(val, standardize, dtype, scale=space.scale)
+    c, ybar, syy = space.targets()
+    c_val, ybar_val, syy_val = val_space.targets()
+    offset = ybar_val - ybar  # validation residual mean = offset - shift'w
+    shift = (val_space.mean - space.mean) * space.scale
+    n_targets = c.shape[0]
+    lam_max = np.abs(c).max(axis=1).astype(np.float64)
+    grid = lambda_grid(lam_max, lambdas, lambda_ratio, np)
+    ws = WorkingSet([space, val_space], cap)
+    w = np.zeros((n_targets, 0), dtype=dtype)
+    grad = c.copy()
+    best: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # target -> (features, weights) at its best
+    best_mse = syy_val + offset**2
+    best_step = np.zeros(n_targets, dtype=np.int64)
+    gap = np.zeros(n_targets)
+    iterations = np.zeros(n_targets, dtype=np.int64)
+    steps = np.zeros(n_targets, dtype=np.int64)
+    stale = np.zeros(n_targets, dtype=np.int64)
+    active = np.arange(n_targets)
+    for step in range(1 if lambdas > 1 else 0, lambdas):
+        lam = grid[step, active]
+        previous = grid[step - 1, active] if step else lam_max[active]
+        strong = (np.abs(grad[active]) >= (2 * lam - previous).astype(grad.dtype)[:, None]).any(axis=0)
+        ws.add(np.flatnonzero(strong))
+        w_a = np.concatenate([w[active], np.zeros((active.size, ws.size - w.shape[1]), dtype=dtype)], axis=1)
+        w_a, grad_a, gap_a, iters = solve_on(ws, c[active], lam, syy[active], w_a, tol=tol, max_iter=max_iter)
+        w = np.concatenate([w, np.zeros((n_targets, ws.size - w.shape[1]), dtype=dtype)], axis=1)
+        w[active], grad[active] = w_a, grad_a
+        iterations[active] += iters
+        steps[active] = step
+        u = ws.features
+        fitted = row_dots(w_a, w_a @ ws.block(1), np) - 2 * row_dots(c_val[active][:, u], w_a, np)
+        mse = syy_val[active] + fitted + (offset[active] - w_a @ shift[u]) ** 2
+        better = (mse < best_mse[active]) | (lambdas == 1)
+        for i in np.flatnonzero(better):
+            t = active[i]
+            nz = np.flatnonzero(w_a[i])
+            best[t] = (u[nz], w_a[i, nz])
+        improved = active[better]
+        best_mse[improved], best_step[improved], gap[improved] = mse[better], step, gap_a[better]
+        stale[active] = np.where(better, 0, stale[active] + 1)
+        finished = stale[active] >= patience
+        if progress is not None and finished.any():
+            progress(int(finished.sum()))
+        active = active[~finished]
+        if active.size == 0:
+            break
+    if progress is not None and active.size:
+        progress(int(active.size))
+    weight = np.zeros((fit.n_train, n_targets))
+    for t, (features, values) in best.items():
+        weight[features, t] = values * space.scale[features]
+    bias = ybar - weight.T @ space.mean
+    return BlockResult(weight, bias, grid[best_step, np.arange(n_targets)], gap, iterations, best_mse,
+                       syy_val, steps)
+
+
+def refit(stats: Statistics, lam: np.ndarray, start: np.ndarray, *, standardize: bool, tol: float,
+          max_iter: int, dtype: Any, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The LASSO of a block of targets at ``lam`` on ``stats``, warm-started from raw ``start``
+    ``[N, B]``; returns raw weights ``[N, B]``, intercepts, relative gaps and iterations."""
+    space = Space.build(stats, standardize, dtype)
+    c, ybar, syy = space.targets()
+    ws = WorkingSet([space], cap)
+    ws.add(np.flatnonzero((start != 0).any(axis=1)))
+    w0 = space.from_raw(start, ws.features)
+    w, _, gap, iterations = solve_on(ws, c, lam, syy, w0, tol=tol, max_iter=max_iter)
+    weight, bias = space.to_raw(w, ws.features, ybar)
+    return weight, bias, gap, iterations
