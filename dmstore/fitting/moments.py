@@ -104,7 +104,8 @@ class Moments:
         self.path = f"{GROUP}/{name}"
 
     def _root(self, mode: str = "r") -> zarr.Group:
-        return zarr.open_group(as_store(self.url, self.storage_options, read_only=mode == "r"), mode=mode)
+        store = as_store(self.url, self.storage_options, read_only=mode == "r")
+        return zarr.open_group(store, mode=mode, use_consolidated=False)
 
     def group(self, mode: str = "r") -> zarr.Group | None:
         """The group (``mode="a"``: writable), or None where there is none."""

@@ -109,6 +109,7 @@ class WorkingSet:
         self.features = np.zeros(0, dtype=np.int64)
         self.member = np.zeros(n_train, dtype=bool)
         self.rows = [np.empty((self.cap, n_train), dtype=s.dtype) for s in spaces]
+        self.blocks = [np.empty((0, 0), dtype=s.dtype) for s in spaces]
         self._lipschitz: tuple[int, float] = (-1, 1.0)
 
     @property
@@ -122,14 +123,20 @@ class WorkingSet:
             return
         if self.size + new.size > self.cap:
             raise WorkingSetFull
-        for space, rows in zip(self.spaces, self.rows):
-            space.gram_rows(new, rows[self.size : self.size + new.size])
-        self.member[new] = True
+        old = self.size
         self.features = np.concatenate([self.features, new])
+        self.member[new] = True
+        for i, (space, rows) in enumerate(zip(self.spaces, self.rows)):
+            space.gram_rows(new, rows[old : self.size])
+            block = np.empty((self.size, self.size), dtype=rows.dtype)
+            block[:old, :old] = self.blocks[i]
+            block[old:] = rows[old : self.size][:, self.features]
+            block[:old, old:] = block[old:, :old].T  # G is symmetric
+            self.blocks[i] = block
 
     def block(self, space: int = 0) -> np.ndarray:
         """``G[U, U]`` of ``spaces[space]``."""
-        return self.rows[space][: self.size][:, self.features]
+        return self.blocks[space]
 
     def lipschitz(self, gram: np.ndarray) -> float:
         """The largest eigenvalue of ``G[U, U]`` (cached while ``U`` is unchanged)."""
@@ -156,7 +163,8 @@ def solve_on(ws: WorkingSet, c: np.ndarray, lam: np.ndarray, syy: np.ndarray, w:
             w, _, gap, iters = solve(gram, np.ascontiguousarray(c[:, ws.features]), lam, syy,
                                      ws.lipschitz(gram), w, tol=tol, max_iter=max_iter, xp=np)
             iterations += iters
-            grad = c - w @ ws.rows[0][:k]
+            used = np.flatnonzero(w.any(axis=0))  # w G[U, :] needs only the rows of non-zero weights
+            grad = c - w[:, used] @ ws.rows[0][used]
         limit = (lam * (1.0 + KKT_MARGIN)).astype(grad.dtype)[:, None]
         violated = (np.abs(grad) > limit).any(axis=0) & ~ws.member
         if not violated.any():
