@@ -1,4 +1,5 @@
-"""``dmstore fit``: the streaming pass, the datamodels it writes, its errors, its CLI, and a real example."""
+"""``dmstore fit``: the persisted statistics, the datamodels it writes block by block, resume, its errors,
+its CLI, and a real example."""
 
 from __future__ import annotations
 
@@ -18,11 +19,9 @@ from dmstore.cluster import dask_client
 from dmstore.datamodels import read_datamodels
 from dmstore.errors import DmstoreError
 from dmstore.evaluate import target_scores
-from dmstore.fit import fit, memory_estimate, target_columns, validation_count
-from dmstore.lasso import lasso, lasso_path as dm_lasso_path
-from dmstore.moment_pass import moment_sums
-from dmstore.moments import band_moments
-from dmstore.rows import band_size, shard_bands
+from dmstore.fitting import solver
+from dmstore.fitting.fit import fit, target_blocks, target_columns, validation_count
+from dmstore.fitting.moments import Moments, in_memory
 
 SHARD_ROWS = 64
 
@@ -92,53 +91,106 @@ def fit_and_val_rows(split: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndar
     return fit_rows[:-n_val], fit_rows[-n_val:]
 
 
-def test_pass_on_a_local_cluster_equals_the_in_memory_moments(store, client):
+def test_persisted_statistics_are_the_exact_moments_of_the_fit_and_validation_rows(store):
     path, arrays = store
+    fit(path, targets=slice(3, 20), progress=False)
     fit_rows, val_rows = fit_and_val_rows(arrays["split"], 74)
-    rows, columns, shards = {"fit": fit_rows, "val": val_rows}, slice(3, 20), (SHARD_ROWS,) * 15
-    bands = [band for positions in rows.values() for band in shard_bands(positions, shards)]
-    assert any(isinstance(band, np.ndarray) for band in bands)  # evaluation rows inside a shard
-    seen = []
-    sums = moment_sums(path, "test_margins", rows, columns, shards, xp=np, scheduler=client, progress=seen.append)
-    assert sorted(seen) == sorted(band_size(band) for band in bands)
-    local = moment_sums(path, "test_margins", rows, columns, shards, xp=np, scheduler=None, progress=lambda n: None)
-    for kind, positions in rows.items():
-        expected = band_moments(arrays["masks"][positions], arrays["test_margins"][positions, columns])
-        for got in (getattr(sums, kind), getattr(local, kind)):
-            assert got.n == positions.size
-            np.testing.assert_array_equal(got.xtx, expected.xtx)  # exact integer counts
-            np.testing.assert_array_equal(got.xsum, expected.xsum)
-            for name in ("xty", "ysum", "yy"):
-                np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-13)
-    assert sums.n_bad == 0 and sums.bad == []
+    for name, positions in (("fit", fit_rows), ("val", val_rows)):
+        got = Moments(path, name).statistics("test", slice(3, 20))
+        expected = in_memory(arrays["masks"][positions], arrays["test_margins"][positions, 3:20])
+        assert got.n == positions.size
+        every = np.arange(arrays["masks"].shape[1])
+        np.testing.assert_array_equal(got.counts(every), expected.counts(every))  # exact integer counts
+        np.testing.assert_array_equal(got.xsum, expected.xsum)
+        for name_ in ("xty", "ysum", "yy"):
+            np.testing.assert_allclose(getattr(got, name_), getattr(expected, name_), rtol=1e-13)
+    assert "moments/fit: 666 models" in Moments(path, "fit").describe()
 
 
 def test_fit_writes_the_datamodels_of_the_in_memory_lasso(store, client):
     path, arrays = store
-    result = fit(path, targets=slice(2, 18), val_models=0.1, tol=1e-10, dtype="float64", scheduler=client,
-                 progress=False)
+    result = fit(path, targets=slice(2, 18), val_models=0.1, tol=1e-10, dtype="float64", target_batch=5,
+                 scheduler=client, progress=False)
     stored = read_datamodels(path, "test")
     np.testing.assert_array_equal(stored["target"].values, np.arange(502, 518))
     np.testing.assert_array_equal(stored["weight"].values, result["weight"].values)
     fit_rows, val_rows = fit_and_val_rows(arrays["split"], result.attrs["n_val"])
     assert result.attrs["n_val"] == round(0.1 * (fit_rows.size + val_rows.size))
     masks, margins = arrays["masks"], arrays["test_margins"][:, 2:18]
-    fit_m, val_m = band_moments(masks[fit_rows], margins[fit_rows]), band_moments(masks[val_rows], margins[val_rows])
-    path_result = dm_lasso_path(fit_m, val_m, tol=1e-10, lambda_ratio=1e-3)
-    final = lasso(fit_m + val_m, path_result.lam, tol=1e-10, weight=path_result.weight)
-    np.testing.assert_allclose(stored["lam"].values, final.lam, rtol=1e-6)
-    np.testing.assert_allclose(stored["weight"].values, final.weight, atol=1e-6)
-    np.testing.assert_allclose(stored["bias"].values, final.bias, atol=1e-6)
+    fit_m, val_m = in_memory(masks[fit_rows], margins[fit_rows]), in_memory(masks[val_rows], margins[val_rows])
+    common = dict(standardize=True, tol=1e-10, max_iter=100_000, dtype=np.float64, cap=40)
+    path_result = solver.path(fit_m, val_m, lambdas=100, lambda_ratio=1e-3, patience=5, **common)
+    weight, bias, _, _ = solver.refit(fit_m + val_m, path_result.lam, path_result.weight, **common)
+    np.testing.assert_allclose(stored["lam"].values, path_result.lam, rtol=1e-6)
+    np.testing.assert_allclose(stored["weight"].values, weight, atol=1e-6)
+    np.testing.assert_allclose(stored["bias"].values, bias, atol=1e-6)
     # the refit is the LASSO of all fit rows at the chosen lam (scikit-learn, standardised features)
     rows = np.concatenate([fit_rows, val_rows])
     x = masks[rows].astype(np.float64)
     mean, std = x.mean(axis=0), x.std(axis=0)
     for t in (0, 7, 15):
-        model = Lasso(alpha=final.lam[t], tol=1e-12, max_iter=100_000).fit((x - mean) / std, margins[rows, t])
+        model = Lasso(alpha=path_result.lam[t], tol=1e-12, max_iter=100_000).fit((x - mean) / std, margins[rows, t])
         np.testing.assert_allclose(stored["weight"].values[:, t], model.coef_ / std, atol=1e-5)
     attrs = result.attrs
     assert attrs["n_fit"] == fit_rows.size and attrs["n_targets"] == 16 and attrs["not_converged"] == 0
     assert 0 < attrs["val_r2"] < 1 and attrs["mean_nonzeros"] > 0 and attrs["standardize"] is True
+
+
+def test_a_second_fit_with_other_lambdas_reads_no_mask(store, monkeypatch):
+    path, _ = store
+    fit(path, targets=slice(0, 8), progress=False)
+    from dmstore.fitting.reads import BandReader
+
+    def refuse(*args):
+        raise AssertionError("a mask band was read")
+
+    monkeypatch.setattr(BandReader, "masks", refuse)
+    again = fit(path, targets=slice(0, 8), lambdas=30, overwrite=True, progress=False)
+    assert again.attrs["lambdas"] == 30 and again.sizes["target"] == 8
+
+
+def test_target_ranges_fill_one_group_and_an_interrupted_fit_finishes_the_same(store, tmp_path, monkeypatch):
+    path, _ = store
+    other = str(tmp_path / "other.zarr")
+    shutil.copytree(path, other)
+    for store_ in (other, path):
+        fit(store_, targets=slice(0, 6), target_batch=4, progress=False)
+    whole = fit(other, target_batch=4, progress=False)  # the same commands, never interrupted
+    calls = []
+    original = solver.refit
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed midway through the third block
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(solver, "refit", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        fit(path, target_batch=4, progress=False)
+    monkeypatch.setattr(solver, "refit", original)
+    # blocks 0:4, 4:6 (first call), 6:8, 8:12 were written; the rest is missing
+    assert sorted(dmstore.datamodels.fitted_blocks(path, "test")) == [(0, 4), (4, 6), (6, 8), (8, 12)]
+    written = []
+    monkeypatch.setattr(dmstore.fitting.fit, "write_block", lambda *a, **k: (written.append(a[2]),
+                        dmstore.datamodels.write_block(*a, **k)))
+    result = fit(path, target_batch=4, progress=False)
+    assert written == [12, 16, 20]  # only the missing blocks
+    np.testing.assert_array_equal(result["weight"].values, whole["weight"].values)
+    np.testing.assert_array_equal(result["target"].values, whole["target"].values)
+
+
+@pytest.mark.parametrize(
+    ("columns", "block", "expected"),
+    [(slice(0, 10), 4, [(0, 4), (4, 8), (8, 10)]), (slice(2, 9), 4, [(2, 4), (4, 8), (8, 9)]),
+     (slice(4, 8), 4, [(4, 8)]), (slice(5, 6), 256, [(5, 6)])],
+)
+def test_target_blocks_are_aligned(columns, block, expected):
+    assert target_blocks(columns, block) == expected
+
+
+def test_target_blocks_leave_out_what_is_done():
+    assert target_blocks(slice(0, 12), 4, [(0, 4), (4, 6), (9, 10)]) == [(6, 8), (8, 9), (10, 12)]
 
 
 def test_evaluation_rows_are_never_read(tmp_path):
@@ -152,7 +204,7 @@ def test_evaluation_rows_are_never_read(tmp_path):
 def test_non_finite_fit_margins_are_named(tmp_path):
     path = tmp_path / "store.zarr"
     write_store(path, nan_at=[(5, 2), (700, 9), (701, 9)])
-    with pytest.raises(DmstoreError, match=r"3 NaN or infinite.*model 1005 test 502, model 1700 test 509"):
+    with pytest.raises(DmstoreError, match=r"NaN or infinite values in the fit models \(first: model 1005 test 502\)"):
         fit(str(path), progress=False)
 
 
@@ -162,8 +214,8 @@ def test_non_finite_fit_margins_are_named(tmp_path):
         (dict(targets=slice(0, 25)), r"--targets 0:25 is outside the 24 test examples"),
         (dict(targets=slice(-3, None)), r"outside"),
         (dict(target="valid"), r"unknown target split"),
-        (dict(device="cuda"), r"--device cuda"),
-        (dict(device="tpu"), r"unknown device"),
+        (dict(memory="lots"), r"--memory 'lots' is not a size"),
+        (dict(memory="1MB"), r"needs at least .* GiB but --memory allows"),
         (dict(val_models=5000), r"only 740 fit models"),
         (dict(lambda_ratio=2.0), r"lambda_ratio"),
         (dict(dtype="float16"), r"unknown dtype"),
@@ -182,13 +234,12 @@ def test_store_without_masks_or_margins(tmp_path, missing):
         fit(str(path), scheduler="tcp://127.0.0.1:9", progress=False)
 
 
-def test_existing_datamodels_are_kept_unless_overwrite_and_checked_before_the_pass(store):
+def test_datamodels_of_other_options_are_kept_unless_overwrite_and_checked_before_the_pass(store):
     path, _ = store
     first = fit(path, targets=slice(0, 4), progress=False)
-    # an unreachable scheduler proves the check comes before the pass
-    with pytest.raises(DmstoreError, match="already holds datamodels"):
-        fit(path, scheduler="tcp://127.0.0.1:9", progress=False)
-    again = fit(path, targets=slice(4, 10), overwrite=True, progress=False)
+    with pytest.raises(DmstoreError, match="fitted with other options"):
+        fit(path, lambdas=20, scheduler="tcp://127.0.0.1:9", progress=False)
+    again = fit(path, targets=slice(4, 10), lambdas=20, overwrite=True, progress=False)
     assert first.sizes["target"] == 4 and again.sizes["target"] == 6
     np.testing.assert_array_equal(read_datamodels(path, "test")["target"].values, np.arange(504, 510))
 
@@ -221,18 +272,19 @@ def test_target_columns_refuses(targets):
         target_columns(targets, 10, "test")
 
 
-def test_peak_memory_stays_under_the_estimate(tmp_path):
+def test_peak_memory_stays_under_the_plan(tmp_path):
     path = tmp_path / "store.zarr"
     write_store(path, models=1200, n_train=120, n_test=60)
-    estimate = memory_estimate(120, 60, 16, "float64", SHARD_ROWS)
     tracemalloc.start()
     try:
-        fit(str(path), dtype="float64", target_batch=16, progress=False)
+        result = fit(str(path), dtype="float64", target_batch=16, progress=False)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # numpy reports its buffers to tracemalloc; the estimate leaves out only interpreter objects
-    assert peak < estimate + 2**20
+    # numpy reports its buffers to tracemalloc; the plan's peak includes BASE for the interpreter
+    from dmstore.fitting.plan import BASE
+
+    assert peak < result.attrs["plan_peak_bytes"] - BASE + 2**20
 
 
 def test_cli(store, capsys):
@@ -241,10 +293,12 @@ def test_cli(store, capsys):
                  "--scheduler", "local"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "fitted 6 test datamodels on 680 + 60 models" in out and "mean validation R^2" in out
+    assert "6 test datamodels fitted on 680 + 60 models" in out and "mean validation R^2" in out
     assert read_datamodels(path, "test").attrs["lambdas"] == 40
     assert main(["fit", path, "--no-progress"]) == 2
-    assert "already holds datamodels" in capsys.readouterr().err
+    assert "fitted with other options" in capsys.readouterr().err
+    assert main(["fit", path, "--memory", "foo", "--overwrite"]) == 2
+    assert "--memory 'foo' is not a size" in capsys.readouterr().err
     assert main(["fit", path, "--targets", "a:b", "--overwrite"]) == 2
     assert "--targets 'a:b' is not START:STOP" in capsys.readouterr().err
 

@@ -1,4 +1,9 @@
-"""The batched LASSO from sufficient statistics, against scikit-learn and against first principles."""
+"""The working-set LASSO from sufficient statistics, against scikit-learn and against first principles.
+
+``lasso`` and ``lasso_path`` below run :mod:`dmstore.fitting.solver` exactly as a fit block does
+(working sets grown from the strong rule and the KKT check over all features); ``cap`` bounds the
+working set as the memory plan does.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,11 @@ from hypothesis import strategies as st
 from sklearn.linear_model import Lasso, lasso_path as sk_lasso_path
 
 from dmstore.errors import DmstoreError
-from dmstore.lasso import (
-    SolverSpace,
-    duality_gap,
-    gram_product,
-    lambda_grid,
-    lasso,
-    lasso_path,
-    solve,
-    top_eigenvalue,
-)
-from dmstore.moments import band_moments
+from dmstore.fitting import solver
+from dmstore.fitting.fista import check_options, duality_gap, gram_product, lambda_grid, solve, top_eigenvalue
+from dmstore.fitting.moments import Statistics
+from dmstore.fitting.moments import in_memory as band_moments
+from dmstore.fitting.solver import Space
 
 TIGHT = 1e-13
 
@@ -33,6 +32,47 @@ def problem(models=400, n_train=30, n_targets=3, seed=0, p=0.5):
     z = np.stack([masks[:, d].astype(float) @ e for d, e in zip(drivers, effects)], axis=1)
     margins = 2 * np.tanh(z) + 0.3 * z**2 + rng.normal(0, 0.5, z.shape)
     return masks, margins.astype(np.float16)
+
+
+class SolverSpace:
+    """The dense Gram of a :class:`Space` (small problems only), for the FISTA tests."""
+
+    @staticmethod
+    def build(stats, standardize, xp, dtype):
+        space = Space.build(stats, standardize, dtype)
+        gram = np.empty((stats.n_train, stats.n_train), dtype=dtype)
+        space.gram_rows(np.arange(stats.n_train), gram)
+        space_ = type("Dense", (), {})()
+        space_.gram, space_.lipschitz = gram, 1.01 * top_eigenvalue(gram, np)
+        space_.targets = lambda columns, xp: space.targets()
+        return space_
+
+
+def columns_of(stats, cols):
+    """The statistics of some target columns."""
+    return Statistics(stats.n, stats.xsum, stats.xty[:, cols], stats.ysum[cols], stats.yy[cols], stats.counts)
+
+
+def lasso(stats, lam, *, standardize=True, tol=1e-4, dtype=np.float64, weight=None, cap=None):
+    n = stats.n_train
+    start = np.zeros((n, len(lam))) if weight is None else weight
+    w, b, gap, _ = solver.refit(stats, np.asarray(lam), start, standardize=standardize, tol=tol, max_iter=1_000_000,
+                                dtype=dtype, cap=cap or n)
+    return solver.BlockResult(w, b, np.asarray(lam), gap, None, None, None, None)
+
+
+def lasso_path(fit, val, *, lambdas=100, lambda_ratio=1e-3, standardize=True, tol=1e-4, patience=5,
+               dtype=np.float64, target_batch=None, cap=None):
+    check_options(lambdas, lambda_ratio, tol, patience, 1 if target_batch is None else target_batch)
+    n_targets = fit.ysum.size
+    parts = []
+    for start in range(0, n_targets, target_batch or n_targets):
+        cols = slice(start, start + (target_batch or n_targets))
+        parts.append(solver.path(columns_of(fit, cols), columns_of(val, cols), lambdas=lambdas,
+                                 lambda_ratio=lambda_ratio, standardize=standardize, tol=tol, patience=patience,
+                                 max_iter=1_000_000, dtype=dtype, cap=cap or fit.n_train))
+    fields = solver.BlockResult.__dataclass_fields__
+    return solver.BlockResult(**{k: np.concatenate([getattr(p, k) for p in parts], axis=-1) for k in fields})
 
 
 def close(w, w_ref, rtol=1e-4):
@@ -267,3 +307,32 @@ def test_target_batches_give_the_same_datamodels():
     batched = lasso_path(fit, val, tol=1e-10, dtype=np.float64, target_batch=3)
     np.testing.assert_allclose(batched.lam, whole.lam)
     np.testing.assert_allclose(batched.weight, whole.weight, atol=1e-7)
+
+
+def test_working_sets_give_the_dense_solution_with_a_fraction_of_the_gram():
+    """Strong rule + KKT check: the same weights as a solve on every feature, reading few Gram rows."""
+    rng = np.random.default_rng(11)
+    masks = rng.random((1500, 400)) < 0.5
+    planted = np.zeros((400, 6))
+    for t in range(6):
+        planted[rng.choice(400, 5, replace=False), t] = rng.uniform(0.5, 1.0, 5)
+    margins = (masks @ planted + rng.standard_normal((1500, 6))).astype(np.float16)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 300)
+    fit, val = band_moments(xf, yf), band_moments(xv, yv)
+    read = []
+    counts = fit.counts
+    fit.counts = lambda rows: (read.append(len(rows)), counts(rows))[1]
+    path = lasso_path(fit, val, tol=1e-10, dtype=np.float64, target_batch=1)
+    assert sum(read) / 6 < fit.n_train / 2  # each target's path gathered under half of the Gram's rows
+    x = xf.astype(np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    for t in range(6):  # scikit-learn's coordinate descent over every feature, at the lam the path chose
+        model = Lasso(alpha=path.lam[t], tol=1e-12, max_iter=1_000_000).fit((x - mean) / std, yf[:, t].astype(float))
+        assert close(path.weight[:, t], model.coef_ / std, rtol=1e-4)
+
+
+def test_a_working_set_that_outgrows_its_cap_says_so():
+    masks, margins = problem(models=400, n_train=60, n_targets=3, seed=12)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 100)
+    with pytest.raises(solver.WorkingSetFull):
+        lasso_path(band_moments(xf, yf), band_moments(xv, yv), lambda_ratio=1e-4, patience=100, cap=2)

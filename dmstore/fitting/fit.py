@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -101,10 +102,18 @@ def memory_budget(memory: int | str | None) -> int:
     return value
 
 
-def target_blocks(columns: slice, block: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` blocks of the columns, aligned on multiples of ``block``."""
-    edges = sorted({columns.start, columns.stop, *range(-(-columns.start // block) * block, columns.stop, block)})
-    return list(zip(edges[:-1], edges[1:]))
+def target_blocks(columns: slice, block: int, done: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """``[start, stop)`` blocks of the columns not ``done``, cut at multiples of ``block``."""
+    todo = np.zeros(columns.stop, dtype=bool)
+    todo[columns] = True
+    for start, stop in done:
+        todo[start:stop] = False
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], todo, [False]]).astype(np.int8)))
+    blocks = []
+    for start, stop in zip(edges[::2], edges[1::2]):
+        cuts = sorted({int(start), int(stop), *range(-(-int(start) // block) * block, int(stop), block)})
+        blocks += list(zip(cuts[:-1], cuts[1:]))
+    return blocks
 
 
 def fit(
@@ -200,7 +209,7 @@ def fit(
         done = _prepare_group(store, target, ds, options, overwrite, storage_options)
         _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
         passed = time.perf_counter()
-        todo = [b for b in target_blocks(columns, target_batch) if b not in done]
+        todo = target_blocks(columns, target_batch, done)
         args = dict(options, dtype=DTYPES[dtype], cap=plan.cap)
         with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
             _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)

@@ -121,6 +121,6 @@ def check_finite(margins: np.ndarray, band: np.ndarray, columns: slice, reader: 
         for i, j in np.argwhere(bad)[:BAD_REPORTED]
     )
     raise DmstoreError(
-        f"{reader.margins_name} has {int(bad.sum())} NaN or infinite values in the fit models (first: {where}): "
+        f"{reader.margins_name} has NaN or infinite values in the fit models (first: {where}): "
         "fix the source, or mark those models as eval in the store's split coordinate"
     )
