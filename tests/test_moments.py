@@ -1,81 +1,120 @@
-"""The regression's sufficient statistics: values on small cases, additivity over row bands."""
+"""The persisted statistics: tiles Zarr reads as its own, exact counts from the panel pass, resume,
+row gathers against numpy, damage detected."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
+import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmstore.moments import EXACT_ROWS_FLOAT32, band_moments
-
-FIELDS = ("xtx", "xty", "xsum", "ysum", "yy")
-
-
-@pytest.mark.parametrize(
-    ("masks", "margins", "expected"),
-    [
-        (
-            [[1, 0], [1, 1]],
-            [[1.0], [2.0]],
-            dict(n=2, xtx=[[2, 1], [1, 1]], xty=[[3.0], [2.0]], xsum=[2, 1], ysum=[3.0], yy=[5.0]),
-        ),
-        (
-            [[0, 0, 1]],
-            [[-0.5, 4.0]],
-            dict(n=1, xtx=[[0, 0, 0], [0, 0, 0], [0, 0, 1]], xty=[[0, 0], [0, 0], [-0.5, 4.0]], xsum=[0, 0, 1],
-                 ysum=[-0.5, 4.0], yy=[0.25, 16.0]),
-        ),
-        (
-            np.zeros((0, 2), dtype=bool),
-            np.zeros((0, 1), dtype=np.float16),
-            dict(n=0, xtx=[[0, 0], [0, 0]], xty=[[0], [0]], xsum=[0, 0], ysum=[0], yy=[0]),
-        ),
-    ],
-)
-def test_band_moments_values(masks, margins, expected):
-    m = band_moments(np.asarray(masks, dtype=bool), np.asarray(margins, dtype=np.float16))
-    assert m.n == expected["n"]
-    for name in FIELDS:
-        value = getattr(m, name)
-        assert value.dtype == np.float64
-        np.testing.assert_array_equal(value, np.asarray(expected[name], dtype=np.float64))
+from dmstore.errors import DmstoreError
+from dmstore.fitting import tiles
+from dmstore.fitting.moments import Moments, in_memory, rows_digest
+from dmstore.fitting.passes import PassPlan, gram_pass, panel_product, target_pass
+from dmstore.fitting.reads import BandReader
 
 
-def test_band_too_tall_for_exact_counts_is_refused():
-    with pytest.raises(ValueError, match="exact"):
-        band_moments(np.zeros((EXACT_ROWS_FLOAT32 + 1, 0), dtype=bool), np.zeros((EXACT_ROWS_FLOAT32 + 1, 0)))
-
-
-@st.composite
-def banded_problem(draw):
-    rows = draw(st.integers(1, 60))
-    n_train = draw(st.integers(1, 12))
-    n_targets = draw(st.integers(1, 4))
-    seed = draw(st.integers(0, 2**32 - 1))
-    cuts = sorted(draw(st.lists(st.integers(0, rows), max_size=5)))
+def small_store(path, models=300, n_train=50, n_test=7, shard=32, seed=0):
     rng = np.random.default_rng(seed)
-    masks = rng.random((rows, n_train)) < draw(st.floats(0.05, 0.95))
-    margins = (rng.standard_normal((rows, n_targets)) * 3).astype(np.float16)
-    return masks, margins, [0, *cuts, rows]
+    masks = rng.random((models, n_train)) < 0.4
+    margins = rng.standard_normal((models, n_test)).astype(np.float16)
+    ds = xr.Dataset({"train_masks": (("model", "train"), masks), "test_margins": (("model", "test"), margins)})
+    encoding = {k: {"chunks": (shard, ds[k].shape[1])} for k in ds.data_vars}
+    ds.to_zarr(path, mode="w", zarr_format=3, encoding=encoding, consolidated=False)
+    return masks, margins
 
 
-@settings(max_examples=60, deadline=None)
-@given(banded_problem())
-def test_sum_of_band_moments_is_the_moments_of_all_rows(problem):
-    masks, margins, edges = problem
-    whole = band_moments(masks, margins)
-    bands = [band_moments(masks[a:b], margins[a:b]) for a, b in zip(edges[:-1], edges[1:])]
-    total = sum(bands[1:], bands[0])
-    in_place = band_moments(masks[:0], margins[:0])
-    for band in bands:
-        in_place += band
-    x, y = masks.astype(np.float64), margins.astype(np.float64)
-    for m in (total, in_place):
-        assert m.n == whole.n == masks.shape[0]
-        np.testing.assert_array_equal(m.xtx, x.T @ x)  # counts are exact integers
-        np.testing.assert_array_equal(m.xsum, x.sum(axis=0))
-        for name in ("xty", "ysum", "yy"):
-            np.testing.assert_allclose(getattr(m, name), getattr(whole, name), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(m.xty, x.T @ y, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(m.yy, (y * y).sum(axis=0), rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize(("size", "tile"), [(10, 4), (9, 9), (33, 16)])
+def test_tiles_are_the_bytes_zarr_writes_and_zarr_reads_them(tmp_path, size, tile):
+    rng = np.random.default_rng(size)
+    matrix = rng.integers(0, 1000, (size, size)).astype(np.float32)
+    matrix = matrix + matrix.T
+    ours = tiles.create(zarr.open_group(tmp_path / "a.zarr", mode="w"), "xtx", size, tile, ("a", "b"))
+    theirs = tiles.create(zarr.open_group(tmp_path / "b.zarr", mode="w"), "xtx", size, tile, ("a", "b"))
+    tile_file = tiles.TileFile.of(ours, str(tmp_path / "a.zarr"), None)
+    for i in range(tile_file.n_tiles):
+        for j in range(i, tile_file.n_tiles):
+            tile_file.write(i, j, matrix[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile])
+    theirs[:] = matrix
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "a.zarr" / "xtx")[:], matrix)
+    for i in range(tile_file.n_tiles):
+        for j in range(tile_file.n_tiles):
+            key = f"xtx/c/{i}/{j}"
+            assert (tmp_path / "a.zarr" / key).read_bytes() == (tmp_path / "b.zarr" / key).read_bytes()
+    rows = rng.permutation(size)[: max(1, size // 2)]
+    np.testing.assert_array_equal(tile_file.rows(rows), matrix[rows])
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 40), n_train=st.integers(1, 30), start=st.integers(0, 29), width=st.integers(1, 30),
+       seed=st.integers(0, 2**31))
+def test_panel_product_adds_the_upper_panel_in_place(rows, n_train, start, width, seed):
+    start = min(start, n_train - 1)
+    stop = min(start + width, n_train)
+    masks = np.random.default_rng(seed).random((rows, n_train)) < 0.5
+    panel = np.ones((stop - start, n_train - start), dtype=np.float32, order="F")
+    panel_product(panel, masks, start, stop)
+    x = masks.astype(np.int64)
+    np.testing.assert_array_equal(panel, 1 + x[:, start:stop].T @ x[:, start:])
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_the_pass_gives_the_exact_statistics_and_resumes_after_its_last_panel(tmp_path, cache):
+    path = str(tmp_path / "s.zarr")
+    masks, margins = small_store(path)
+    reader = BandReader(path, "test")
+    positions = np.concatenate([np.arange(5, 150), np.arange(160, 290, 2)])  # bands inside shards
+    moments, plan = Moments(path, "fit"), PassPlan(16, cache, 1)
+    panels_seen = []
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two_panels(rows):
+        panels_seen.append(rows)
+        if sum(panels_seen) >= 2 * positions.size:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        gram_pass(moments, reader, positions, plan, stop_after_two_panels)
+    assert moments.group().attrs["panels"] == 1 and not moments.is_complete(rows_digest(positions))
+    done = []
+    gram_pass(moments, reader, positions, plan, done.append)
+    assert sum(done) == 3 * positions.size  # panels 1, 2 and 3 of 4: the recorded one is not redone
+    target_pass(moments, reader, positions, "test", 7, [0], plan, done.append)
+    got, expected = moments.statistics("test", slice(0, 7)), in_memory(masks[positions], margins[positions])
+    every = np.arange(50)
+    np.testing.assert_array_equal(got.counts(every), expected.counts(every))
+    np.testing.assert_allclose(got.xty, expected.xty, rtol=1e-13)
+    assert got.n == positions.size
+
+
+def test_a_damaged_or_missing_tile_is_one_clear_error(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    small_store(path)
+    moments = Moments(path, "fit")
+    gram_pass(moments, BandReader(path, "test"), np.arange(300), PassPlan(16, True, 1), lambda n: None)
+    key = tmp_path / "s.zarr" / "moments" / "fit" / "xtx" / "c" / "1" / "2"
+    data = bytearray(key.read_bytes())
+    data[10] ^= 0xFF
+    key.write_bytes(bytes(data))
+    with pytest.raises(DmstoreError, match=r"tile \(1, 2\) row 0 fails its checksum.*--recompute"):
+        moments.tile_file().rows(np.array([16]))
+    key.unlink()
+    with pytest.raises(DmstoreError, match=r"tile \(1, 2\) is missing"):
+        Moments(path, "fit").tile_file().rows(np.array([16]))
+
+
+def test_statistics_of_other_rows_are_recomputed_not_reused(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    masks, margins = small_store(path)
+    reader, moments, plan = BandReader(path, "test"), Moments(path, "fit"), PassPlan(16, True, 1)
+    gram_pass(moments, reader, np.arange(100), plan, lambda n: None)
+    gram_pass(moments, reader, np.arange(120), plan, lambda n: None)
+    target_pass(moments, reader, np.arange(120), "test", 7, [0], plan, lambda n: None)
+    got = moments.statistics("test", slice(0, 7))
+    assert got.n == 120
+    np.testing.assert_array_equal(got.counts(np.arange(50)), in_memory(masks[:120], margins[:120]).counts(np.arange(50)))

@@ -61,7 +61,10 @@ def register(subparsers) -> None:
                         help="bound on the fit's memory, e.g. 8GiB (default: 8 GiB or 90%% of the free memory)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                         help="solver precision (default: %(default)s; float64 for --tol below 1e-6)")
-    parser.add_argument("--overwrite", action="store_true", help="replace datamodels the store already holds")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace datamodels fitted with other options, or imported ones")
+    parser.add_argument("--recompute", action="store_true",
+                        help="compute the persisted statistics (group moments/) afresh, e.g. after damage")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--scheduler", metavar="ADDRESS|local",
                         help="run the target blocks on an existing Dask cluster (its workers must reach the "
@@ -74,7 +77,7 @@ def run(args) -> int:
         args.store, args.target, targets=parse_targets(args.targets), val_models=parse_val_models(args.val_models),
         lambdas=args.lambdas, lambda_ratio=args.lambda_ratio, standardize=args.standardize, tol=args.tol,
         patience=args.patience, target_batch=args.target_batch, dtype=args.dtype, memory=args.memory,
-        scheduler=args.scheduler, overwrite=args.overwrite, progress=args.progress,
+        scheduler=args.scheduler, overwrite=args.overwrite, recompute=args.recompute, progress=args.progress,
     )
     a = result.attrs
     print(f"{a['n_targets']} {args.target} datamodels fitted on {a['n_fit']} + {a['n_val']} models "

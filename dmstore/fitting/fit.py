@@ -132,6 +132,7 @@ def fit(
     memory: int | str | None = None,
     scheduler: Any = None,
     overwrite: bool = False,
+    recompute: bool = False,
     progress: bool = True,
     storage_options: dict | None = None,
 ) -> xr.Dataset:
@@ -175,6 +176,8 @@ def fit(
         must reach the store and have ``memory`` each).
     overwrite
         Replace datamodels fitted with other options, or imported ones.
+    recompute
+        Compute the persisted statistics afresh (after they were found damaged).
 
     Returns
     -------
@@ -207,6 +210,9 @@ def fit(
                    patience=patience, val_models=val_models, dtype=dtype, target_batch=target_batch)
     with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options):
         done = _prepare_group(store, target, ds, options, overwrite, storage_options)
+        if recompute:
+            for name in rows:
+                Moments(store, name, storage_options).delete()
         _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
         passed = time.perf_counter()
         todo = target_blocks(columns, target_batch, done)

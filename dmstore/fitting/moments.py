@@ -124,6 +124,12 @@ class Moments:
         group = self.group()
         return group is not None and group.attrs.get("rows") == digest and bool(group.attrs.get("complete"))
 
+    def delete(self) -> None:
+        """Forget these statistics (the next pass computes them afresh)."""
+        root = self._root("a")
+        if GROUP in root and self.name in root[GROUP]:
+            del root[GROUP][self.name]
+
     def start(self, n: int, n_train: int, digest: str, tile: int) -> zarr.Group:
         """Create the group afresh for ``n`` rows (fingerprint ``digest``), replacing any other."""
         root = self._root("a")

@@ -43,12 +43,15 @@ def create(group: zarr.Group, name: str, size: int, tile: int, dims: tuple[str, 
 
 
 def encode_tile(tile: np.ndarray, size: int) -> bytes:
-    """The shard object of one ``size x size`` tile (an edge tile is padded with zeros)."""
+    """The shard object of one ``size x size`` tile (an edge tile is padded with zeros; rows of
+    zeros are left out, as Zarr leaves out chunks of the fill value)."""
     compressor = blosc(TILE_CODEC)
     block = np.zeros((size, size), dtype="<f4")
     block[: tile.shape[0], : tile.shape[1]] = tile
-    pieces, index, offset = [], np.empty((size, 2), dtype="<u8"), 0
+    pieces, index, offset = [], np.full((size, 2), EMPTY, dtype="<u8"), 0
     for i in range(size):
+        if not block[i].any():  # Zarr writes no chunk that holds only the fill value
+            continue
         piece = with_crc32c(compressor.encode(block[i]))
         index[i] = offset, len(piece)
         offset += len(piece)
