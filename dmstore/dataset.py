@@ -62,6 +62,27 @@ def open(store: Any, *, storage_options: dict | None = None, group: str | None =
         storage_options=storage_options,
         mask_and_scale=False,
     )
+    if group is None:
+        ds = _checked(ds, store, storage_options)
     # where the Dataset came from, for the ``ds.dm`` accessor to find the datamodels groups
     ds.encoding.update(dmstore_store=store, dmstore_storage_options=storage_options)
+    return ds
+
+
+def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dataset:
+    """``ds`` with each per-model data variable read through the checked path
+    (:mod:`dmstore.io.reads`): a missing shard or a failed checksum is a one-line error."""
+    import dask.array as da
+
+    from dmstore.io.reads import CheckedArray, shard_row_blocks
+
+    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
+    labels = ds["model"].values if "model" in ds.coords else None
+    for name, variable in ds.data_vars.items():
+        if not variable.dims or variable.dims[0] != "model" or variable.chunks is None:
+            continue
+        array = root[name]
+        checked = CheckedArray(array, shard_row_blocks(array), labels)
+        data = da.from_array(checked, chunks=variable.chunks, asarray=False, name=f"dmstore-{name}-{id(checked)}")
+        ds[name] = variable.copy(data=data)
     return ds

@@ -209,11 +209,16 @@ def fit(
     options = dict(lambdas=lambdas, lambda_ratio=lambda_ratio, standardize=standardize, tol=tol,
                    patience=patience, val_models=val_models, dtype=dtype, target_batch=target_batch)
     with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options):
-        done = _prepare_group(store, target, ds, options, overwrite, storage_options)
+        done = _check_group(store, target, options, overwrite, storage_options)
         if recompute:
             for name in rows:
                 Moments(store, name, storage_options).delete()
         _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
+        if done is None:  # only now: a pass that fails on damaged data leaves no datamodels group
+            attrs = dict(options, method="lasso: working-set FISTA on persisted statistics, validation-selected "
+                         "path, refit on fit + validation models", estimated_by=f"dmstore {__version__} fit")
+            start_blocks(store, target, ds.sizes["train"], ds[target].values, target_batch, attrs, storage_options)
+            done = {}
         passed = time.perf_counter()
         todo = target_blocks(columns, target_batch, done)
         args = dict(options, dtype=DTYPES[dtype], cap=plan.cap)
@@ -229,24 +234,19 @@ def fit(
         return result
 
 
-def _prepare_group(store: str, target: str, ds: xr.Dataset, options: dict, overwrite: bool,
-                   storage_options: dict | None) -> dict:
-    """Create ``datamodels/{target}`` unless it continues an earlier fit; its recorded blocks."""
-    if has_datamodels(store, target, storage_options) and not overwrite:
-        existing = xr.open_zarr(store, group=group_path(target), zarr_format=3, consolidated=False,
-                                storage_options=storage_options).attrs
-        same = existing.get("dmstore_blocks") and all(existing.get(k) == v for k, v in options.items())
-        if not same:
-            raise DmstoreError(
-                f"the store holds {target!r} datamodels fitted with other options or imported: pass --overwrite "
-                "(overwrite=True) to replace them, or export them first with `dmstore export`"
-            )
-        return fitted_blocks(store, target, storage_options)
-    attrs = dict(options, method="lasso: working-set FISTA on persisted statistics, validation-selected "
-                 "path, refit on fit + validation models", estimated_by=f"dmstore {__version__} fit")
-    start_blocks(store, target, ds.sizes["train"], ds[target].values, options["target_batch"], attrs,
-                 storage_options)
-    return {}
+def _check_group(store: str, target: str, options: dict, overwrite: bool,
+                 storage_options: dict | None) -> dict | None:
+    """The recorded blocks of an earlier fit with the same options, None for a new group."""
+    if not has_datamodels(store, target, storage_options) or overwrite:
+        return None
+    existing = xr.open_zarr(store, group=group_path(target), zarr_format=3, consolidated=False,
+                            storage_options=storage_options).attrs
+    if not (existing.get("dmstore_blocks") and all(existing.get(k) == v for k, v in options.items())):
+        raise DmstoreError(
+            f"the store holds {target!r} datamodels fitted with other options or imported: pass --overwrite "
+            "(overwrite=True) to replace them, or export them first with `dmstore export`"
+        )
+    return fitted_blocks(store, target, storage_options)
 
 
 def _fill_moments(store: str, reader: BandReader, rows: dict[str, np.ndarray], target: str, columns: slice,

@@ -1,10 +1,16 @@
-"""The checked read path: every reader of a store's data arrays goes through :func:`read_rows`.
+"""The checked read path: every reader of a store's data arrays goes through it.
 
 Zarr returns the fill value for a shard that does not exist, so a store that lost a shard (an
 interrupted copy, a lifecycle rule, a disk error) would silently read as zeros. Here a read
 first checks that every shard it touches exists, and turns a checksum failure (every inner
 chunk carries a CRC32C) into the same one-line :class:`~dmstore.errors.DmstoreError`, naming the
-array and the model rows and saying how to repair.
+array and the model rows and saying how to repair. Two doors, one rule:
+
+- :func:`read_rows`: a band of rows read with zarr (the fit's passes), checking its shards;
+- :class:`CheckedArray`: what :func:`dmstore.open` puts under each data variable's Dask array
+  (evaluate, stats, the accessor, export, any user query, Dask tasks on workers), with the
+  missing shards listed once when the store is opened (one listing per array, no request per
+  read).
 """
 
 from __future__ import annotations
@@ -55,6 +61,59 @@ def missing_shards(array: zarr.Array, rows: Rows, columns: slice | None = None) 
     ]
     store = array.store
     return [key for key in keys if not _exists(store, key)]
+
+
+def shard_row_blocks(array: zarr.Array) -> set[int]:
+    """Row-blocks of ``array`` (along its first dimension) where a shard is missing: one listing."""
+    from zarr.core.sync import sync
+
+    shape = array.shards or array.chunks
+    grid = [-(-n // s) for n, s in zip(array.shape, shape)]
+    present: set[tuple[int, ...]] = set()
+
+    async def listing() -> None:
+        async for key in array.store.list_prefix(f"{array.path}/c/"):
+            parts = key[len(array.path) + 3 :].split("/")
+            if len(parts) == array.ndim and all(p.isdigit() for p in parts):
+                present.add(tuple(int(p) for p in parts))
+
+    sync(listing())
+    expected = np.prod(grid[1:], dtype=np.int64)
+    counts: dict[int, int] = {}
+    for key in present:
+        counts[key[0]] = counts.get(key[0], 0) + 1
+    return {block for block in range(grid[0]) if counts.get(block, 0) < expected}
+
+
+class CheckedArray:
+    """A zarr array that :func:`dask.array.from_array` reads through the checked path.
+
+    ``missing`` are the row-blocks with a missing shard (:func:`shard_row_blocks`), ``labels``
+    the model labels used in the error.
+    """
+
+    def __init__(self, array: zarr.Array, missing: set[int], labels: np.ndarray | None = None) -> None:
+        self.array, self.missing, self.labels = array, frozenset(missing), labels
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.rows_per_block = (array.shards or array.chunks)[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows = slice(*key[0].indices(self.shape[0])) if isinstance(key[0], slice) else None
+        if rows is not None and self.missing and rows.stop > rows.start:
+            blocks = range(rows.start // self.rows_per_block, -(-rows.stop // self.rows_per_block))
+            lost = [b for b in blocks if b in self.missing]
+            if lost:
+                start = max(rows.start, lost[0] * self.rows_per_block)
+                stop = min(rows.stop, (lost[-1] + 1) * self.rows_per_block)
+                raise damaged(self.array.basename, slice(start, stop), "shard missing", self.labels)
+        try:
+            return self.array[key]
+        except ValueError as exc:
+            if "checksum" not in str(exc):
+                raise
+            where = rows if rows is not None else slice(0, self.shape[0])
+            raise damaged(self.array.basename, where, "a chunk fails its CRC32C checksum", self.labels) from None
 
 
 def _exists(store: Any, key: str) -> bool:
