@@ -74,15 +74,15 @@ def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dat
     (:mod:`dmstore.io.reads`): a missing shard or a failed checksum is a one-line error."""
     import dask.array as da
 
-    from dmstore.io.reads import CheckedArray, shard_row_blocks
+    from dmstore.io.reads import checked_arrays
 
     root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
     labels = ds["model"].values if "model" in ds.coords else None
+    arrays = checked_arrays(root, ds.attrs, labels)
     for name, variable in ds.data_vars.items():
-        if not variable.dims or variable.dims[0] != "model" or variable.chunks is None:
+        if name not in arrays or variable.chunks is None:
             continue
-        array = root[name]
-        checked = CheckedArray(array, shard_row_blocks(array), labels)
+        checked = arrays[name]
         data = da.from_array(checked, chunks=variable.chunks, asarray=False, name=f"dmstore-{name}-{id(checked)}")
         ds[name] = variable.copy(data=data)
     return ds

@@ -226,6 +226,25 @@ def test_bad_input_raises_one_clear_error(store, kwargs, message):
         fit(store[0], scheduler="tcp://127.0.0.1:9", progress=False, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("constant masks", "the train masks are the same in all"), ("constant margins", "constant over the"),
+     ("nan margins", "NaN or infinite values in the fit models")],
+)
+def test_degenerate_data_is_one_clear_error_and_writes_no_datamodels(tmp_path, damage, message):
+    path = tmp_path / "store.zarr"
+    write_store(path)
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    if damage == "constant masks":
+        group["train_masks"][:] = np.ones(group["train_masks"].shape, dtype=bool)
+    else:
+        group["test_margins"][:] = np.full(group["test_margins"].shape, 1.5 if damage == "constant margins" else np.nan,
+                                           dtype=np.float16)
+    with pytest.raises(DmstoreError, match=message):
+        fit(str(path), progress=False)
+    assert not dmstore.datamodels.has_datamodels(str(path), "test")
+
+
 @pytest.mark.parametrize("missing", ["train_masks", "test_margins"])
 def test_store_without_masks_or_margins(tmp_path, missing):
     path = tmp_path / "store.zarr"

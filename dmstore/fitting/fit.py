@@ -214,6 +214,7 @@ def fit(
             for name in rows:
                 Moments(store, name, storage_options).delete()
         _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
+        _check_data(Moments(store, "fit", storage_options), target, columns)
         if done is None:  # only now: a pass that fails on damaged data leaves no datamodels group
             attrs = dict(options, method="lasso: working-set FISTA on persisted statistics, validation-selected "
                          "path, refit on fit + validation models", estimated_by=f"dmstore {__version__} fit")
@@ -268,6 +269,19 @@ def _fill_moments(store: str, reader: BandReader, rows: dict[str, np.ndarray], t
         for moments, positions, _, missing in work:
             gram_pass(moments, reader, positions, pass_plan, bar.update)
             target_pass(moments, reader, positions, target, n_targets, missing, pass_plan, bar.update)
+
+
+def _check_data(moments: Moments, target: str, columns: slice) -> None:
+    """Refuse degenerate data: masks that never vary, or every target's margins constant."""
+    stats = moments.statistics(target, slice(columns.start, columns.start + 1))
+    solver.Space.build(stats, True, np.float64)  # raises where no mask varies
+    n, ysum, yy = moments.target_sums(target, columns)
+    spread = yy / n - (ysum / n) ** 2
+    if not (spread > 1e-12 * np.maximum(yy / n, 1.0)).any():
+        raise DmstoreError(
+            f"{target}_margins are constant over the {n} fit models for every requested target: there is nothing "
+            "to fit; check that the margins were converted from the right file"
+        )
 
 
 def fit_block(store: str, target: str, start: int, stop: int, args: dict, storage_options: dict | None) -> None:

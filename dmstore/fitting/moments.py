@@ -169,6 +169,13 @@ class Moments:
         done = sorted(self.target_blocks(split) | {block})
         group.attrs[f"xty_{split}"] = done
 
+    def target_sums(self, split: str, columns: slice) -> tuple[int, np.ndarray, np.ndarray]:
+        """``n`` and the sums and sums of squares of target columns ``columns`` of ``split``."""
+        group = self.group()
+        if group is None:
+            raise DmstoreError(f"the store has no {self.path}: run `dmstore fit` to compute it")
+        return int(group.attrs["n"]), group[f"ysum_{split}"][columns], group[f"yy_{split}"][columns]
+
     def statistics(self, split: str, columns: slice) -> Statistics:
         """The :class:`Statistics` of target columns ``columns`` of ``split``."""
         group = self.group()

@@ -8,7 +8,7 @@ import numpy as np
 import zarr
 
 from dmstore.dataset import as_store
-from dmstore.io.reads import read_rows
+from dmstore.io.reads import checked_arrays
 from dmstore.rows import shard_bands
 
 
@@ -18,11 +18,12 @@ class BandReader:
     def __init__(self, store: Any, split: str, storage_options: dict | None = None) -> None:
         root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
         self.split, self.margins_name = split, f"{split}_margins"
-        self._masks, self._margins = root["train_masks"], root[self.margins_name]
-        self._models = root["model"][:] if "model" in root else np.arange(self._masks.shape[0])
+        self._models = root["model"][:] if "model" in root else np.arange(root["train_masks"].shape[0])
+        arrays = checked_arrays(root, root.attrs.asdict(), self._models)
+        self._masks, self._margins = arrays["train_masks"], arrays[self.margins_name]
         self._targets = root[split][:] if split in root else np.arange(self._margins.shape[1])
         self.n_train = self._masks.shape[1]
-        self.shard_rows = (self._masks.shards or self._masks.chunks)[0]
+        self.shard_rows = self._masks.rows_per_block
 
     def bands(self, positions: np.ndarray) -> list[np.ndarray]:
         """The positions cut into one band per shard they fall in (arrays of positions)."""
@@ -36,11 +37,11 @@ class BandReader:
 
     def masks(self, band: np.ndarray) -> np.ndarray:
         """``[rows, N]`` bool masks of the band."""
-        return read_rows(self._masks, self._rows(band), labels=self._models)
+        return self._masks.read(self._rows(band))
 
     def margins(self, band: np.ndarray, columns: slice) -> np.ndarray:
         """``[rows, len(columns)]`` margins of the band's models on the target ``columns``."""
-        return read_rows(self._margins, self._rows(band), columns, labels=self._models)
+        return self._margins.read(self._rows(band), columns)
 
     def model_label(self, position: int) -> Any:
         return self._models[position]

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from dmstore.errors import DmstoreError
 from dmstore.fitting.fista import lambda_grid, row_dots, solve, top_eigenvalue
 from dmstore.fitting.moments import Statistics
 
@@ -61,6 +62,11 @@ class Space:
         if scale is None:
             var = np.maximum(mean - mean**2, 0.0)  # 0/1 masks: the diagonal of X^T X is xsum
             varies = var > 1e-12
+            if not varies.any():
+                raise DmstoreError(
+                    f"the train masks are the same in all {stats.n} models fitted on (every model saw the same "
+                    "subset): datamodels need models trained on different subsets; check the masks' source"
+                )
             if standardize:
                 scale = np.where(varies, 1.0 / np.sqrt(np.where(varies, var, 1.0)), 0.0)
             else:

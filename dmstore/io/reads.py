@@ -6,11 +6,15 @@ first checks that every shard it touches exists, and turns a checksum failure (e
 chunk carries a CRC32C) into the same one-line :class:`~dmstore.errors.DmstoreError`, naming the
 array and the model rows and saying how to repair. Two doors, one rule:
 
-- :func:`read_rows`: a band of rows read with zarr (the fit's passes), checking its shards;
-- :class:`CheckedArray`: what :func:`dmstore.open` puts under each data variable's Dask array
-  (evaluate, stats, the accessor, export, any user query, Dask tasks on workers), with the
-  missing shards listed once when the store is opened (one listing per array, no request per
-  read).
+- :meth:`CheckedArray.read`: a band of rows (the fit's passes);
+- :class:`CheckedArray` under each data variable's Dask array in :func:`dmstore.open`
+  (evaluate, stats, the accessor, export, any user query, Dask tasks on workers).
+
+The damaged row-blocks are found once, when the store is opened: one listing of each array's
+shards, and the band records of the conversion (root attribute ``dmstore_bands``). Where a store
+records its bands, readers trust nothing else: rows outside the recorded bands are refused too.
+A store written by other tools (no records) keeps Zarr's meaning of an absent chunk (the fill
+value), and its checksums, where it has them, are still checked.
 """
 
 from __future__ import annotations
@@ -43,26 +47,6 @@ def damaged(name: str, rows: Rows, what: str, labels: np.ndarray | None = None) 
     )
 
 
-def missing_shards(array: zarr.Array, rows: Rows, columns: slice | None = None) -> list[str]:
-    """Keys of the shards of ``array`` that a read of ``rows`` (and ``columns``) needs but that
-    do not exist in its store."""
-    shape = array.shards or array.chunks
-    start, stop = _row_span(rows)
-    row_blocks = range(start // shape[0], -(-stop // shape[0]))
-    if array.ndim == 1:
-        col_blocks: range | list[int] = [0]
-    else:
-        cols = columns or slice(0, array.shape[1])
-        col_blocks = range(cols.start // shape[1], -(-cols.stop // shape[1]))
-    trailing = "/0" * max(array.ndim - 2, 0)
-    keys = [
-        f"{array.path}/c/{r}" + ("" if array.ndim == 1 else f"/{c}{trailing}")
-        for r in row_blocks for c in col_blocks
-    ]
-    store = array.store
-    return [key for key in keys if not _exists(store, key)]
-
-
 def shard_row_blocks(array: zarr.Array) -> set[int]:
     """Row-blocks of ``array`` (along its first dimension) where a shard is missing: one listing."""
     from zarr.core.sync import sync
@@ -85,17 +69,57 @@ def shard_row_blocks(array: zarr.Array) -> set[int]:
     return {block for block in range(grid[0]) if counts.get(block, 0) < expected}
 
 
-class CheckedArray:
-    """A zarr array that :func:`dask.array.from_array` reads through the checked path.
+def damaged_row_blocks(array: zarr.Array, bands: list | None, first: int = 0) -> set[int]:
+    """Row-blocks of ``array`` that must not be read: a shard missing, or rows outside the
+    recorded ``bands`` (``[start, stop, ...]`` in source rows; store row = source row - ``first``).
+    None for ``bands``: the array has no records, nothing is refused."""
+    if bands is None:
+        return set()
+    rows = (array.shards or array.chunks)[0]
+    covered = np.zeros(array.shape[0], dtype=bool)
+    for band in bands:
+        covered[band[0] - first : band[1] - first] = True
+    unrecorded = {int(i) // rows for i in np.flatnonzero(~covered)}
+    return shard_row_blocks(array) | unrecorded
 
-    ``missing`` are the row-blocks with a missing shard (:func:`shard_row_blocks`), ``labels``
-    the model labels used in the error.
+
+def checked_arrays(root: zarr.Group, attrs: dict, labels: np.ndarray | None = None) -> dict[str, CheckedArray]:
+    """A :class:`CheckedArray` for each per-model data array of the store's root group."""
+    records = attrs.get("dmstore_bands")
+    first = attrs.get("dmstore_plan", {}).get("rows", [0])[0]
+    out = {}
+    for name, array in root.arrays():
+        dims = array.metadata.dimension_names or ()
+        if array.ndim >= 2 and dims and dims[0] == "model":
+            bands = None if records is None else records.get(name, [])
+            out[name] = CheckedArray(array, damaged_row_blocks(array, bands, first), labels)
+    return out
+
+
+class CheckedArray:
+    """A zarr array read through the checked path (also by :func:`dask.array.from_array`).
+
+    ``missing`` are the row-blocks not to be read (:func:`damaged_row_blocks`), ``labels`` the
+    model labels used in the error.
     """
 
     def __init__(self, array: zarr.Array, missing: set[int], labels: np.ndarray | None = None) -> None:
         self.array, self.missing, self.labels = array, frozenset(missing), labels
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
         self.rows_per_block = (array.shards or array.chunks)[0]
+
+    def read(self, rows: Rows, columns: slice | None = None) -> np.ndarray:
+        """``array[rows, columns]`` for a slice or sorted positions of rows."""
+        if isinstance(rows, slice):
+            return self[(rows, columns if columns is not None else slice(None))]
+        start, stop = _row_span(rows)
+        self[(slice(start, stop), slice(0, 0))]  # refuses damaged row-blocks before reading
+        try:
+            return self.array.get_orthogonal_selection((np.asarray(rows), columns or slice(None)))
+        except ValueError as exc:
+            if "checksum" not in str(exc):
+                raise
+            raise damaged(self.array.basename, rows, "a chunk fails its CRC32C checksum", self.labels) from None
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -109,41 +133,11 @@ class CheckedArray:
                 raise damaged(self.array.basename, slice(start, stop), "shard missing", self.labels)
         try:
             return self.array[key]
+        except RuntimeError as exc:  # Blosc cannot decode a damaged chunk
+            where = rows if rows is not None else slice(0, self.shape[0])
+            raise damaged(self.array.basename, where, f"a chunk cannot be decoded: {exc}", self.labels) from None
         except ValueError as exc:
             if "checksum" not in str(exc):
                 raise
             where = rows if rows is not None else slice(0, self.shape[0])
             raise damaged(self.array.basename, where, "a chunk fails its CRC32C checksum", self.labels) from None
-
-
-def _exists(store: Any, key: str) -> bool:
-    from zarr.core.sync import sync
-
-    return bool(sync(store.exists(key)))
-
-
-def read_rows(array: zarr.Array, rows: Rows, columns: slice | None = None,
-              labels: np.ndarray | None = None) -> np.ndarray:
-    """``array[rows, columns]`` (rows: a slice or sorted positions), checked.
-
-    Raises
-    ------
-    DmstoreError
-        When a shard the read needs is missing or a chunk fails its checksum (exit code 1).
-    """
-    name = array.basename
-    missing = missing_shards(array, rows, columns)
-    if missing:
-        raise damaged(name, rows, f"{len(missing)} shard(s) missing, e.g. {missing[0]}", labels)
-    cols = columns if columns is not None else slice(None)
-    try:
-        if isinstance(rows, slice):
-            return array[(rows, cols) if array.ndim > 1 else rows]
-        selection = (np.asarray(rows), cols) if array.ndim > 1 else (np.asarray(rows),)
-        return array.get_orthogonal_selection(selection)
-    except ValueError as exc:
-        if "checksum" not in str(exc):
-            raise
-        raise damaged(name, rows, "a chunk fails its CRC32C checksum", labels) from None
-    except RuntimeError as exc:  # Blosc cannot decode a damaged chunk
-        raise damaged(name, rows, f"a chunk cannot be decoded: {exc}", labels) from None
