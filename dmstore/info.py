@@ -31,8 +31,19 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
     if "split" in root:
         split = root["split"][:]
         lines.append(f"  models: {int((split == 'fit').sum()):,} fit, {int((split == 'eval').sum()):,} eval")
-    if "datamodels" in root:
-        for name, group in sorted(root["datamodels"].groups()):
+    groups = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r", use_consolidated=False)
+    if "moments" in groups:
+        for name, group in sorted(groups["moments"].groups()):
+            a = group.attrs.asdict()
+            size = group["xtx"].shape[0]
+            state = "complete" if a.get("complete") else f"{a.get('panels', 0)} tile rows written"
+            targets = ", ".join(f"{k.removeprefix('xty_')} target blocks {len(v)}" for k, v in sorted(a.items())
+                                if k.startswith("xty_"))
+            lines.append(f"  moments/{name}: statistics of {a.get('n', 0):,} models, counts {size:,} x {size:,} "
+                         f"({state}, {group['xtx'].nbytes_stored() / 2**20:,.1f} MiB stored)"
+                         + (f", {targets}" if targets else ""))
+    if "datamodels" in groups:
+        for name, group in sorted(groups["datamodels"].groups()):
             weight = group["weight"]
             lines.append(f"  datamodels/{name}: {weight.shape[1]:,} targets x {weight.shape[0]:,} train ({group.attrs.get('method', '?')})")
     return "\n".join(lines)

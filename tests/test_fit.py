@@ -104,7 +104,9 @@ def test_persisted_statistics_are_the_exact_moments_of_the_fit_and_validation_ro
         np.testing.assert_array_equal(got.xsum, expected.xsum)
         for name_ in ("xty", "ysum", "yy"):
             np.testing.assert_allclose(getattr(got, name_), getattr(expected, name_), rtol=1e-13)
-    assert "moments/fit: 666 models" in Moments(path, "fit").describe()
+    from dmstore.info import describe
+
+    assert "moments/fit: statistics of 666 models, counts 40 x 40 (complete" in describe(path)
 
 
 def test_fit_writes_the_datamodels_of_the_in_memory_lasso(store, client):

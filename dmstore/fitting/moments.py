@@ -190,17 +190,3 @@ class Moments:
             int(group.attrs["n"]), group["xsum"][:], group[f"xty_{split}"][:, columns],
             group[f"ysum_{split}"][columns], group[f"yy_{split}"][columns], tile_file.rows,
         )
-
-    def describe(self) -> str | None:
-        """One line for ``dmstore info``: rows, counts, target blocks; None without the group."""
-        group = self.group()
-        if group is None:
-            return None
-        a = group.attrs
-        n_train = group["xtx"].shape[0]
-        targets = ", ".join(
-            f"{k.removeprefix('xty_')} {len(v) * XTY_BLOCK} targets" for k, v in a.items() if k.startswith("xty_")
-        )
-        state = "complete" if a.get("complete") else f"{a.get('panels', 0)} tile rows written"
-        return (f"{self.path}: {a['n']} models, counts {n_train} x {n_train} ({state}, tile {a['tile']})"
-                + (f", {targets}" if targets else ""))
