@@ -94,10 +94,10 @@ def load_fit_rows(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_dmstore(path: str, out: str, scheduler: str | None) -> dict:
-    from dmstore.fit import fit
+    from dmstore.fitting.fit import fit
 
     before = psutil.Process().memory_info().rss
-    result = fit(path, overwrite=True, progress=False, scheduler=scheduler, lambdas=LAMBDAS, lambda_ratio=RATIO,
+    result = fit(path, overwrite=True, recompute=True, progress=False, scheduler=scheduler, lambdas=LAMBDAS, lambda_ratio=RATIO,
                  tol=TOL, val_models=VAL)
     np.savez(out, weight=result["weight"].values, bias=result["bias"].values, lam=result["lam"].values)
     a = result.attrs
@@ -260,7 +260,7 @@ def compare(args: argparse.Namespace, out: Path) -> dict:
 def scaling(args: argparse.Namespace, out: Path) -> dict:
     """Time (pass + path) and peak memory above the interpreter's of ``fit`` as M, N and T grow
     one at a time around a base size (default, in-process pass)."""
-    from dmstore.fit import memory_estimate
+    from dmstore.fitting.plan import plan_fit
 
     base = {"models": 8000, "train": 1000, "targets": 256}
     grid = [dict(base)]
@@ -275,7 +275,7 @@ def scaling(args: argparse.Namespace, out: Path) -> dict:
         rows.append({**size, "seconds": result["seconds_pass"] + result["seconds_path"],
                      "seconds_pass": result["seconds_pass"], "seconds_path": result["seconds_path"],
                      "data_mib": result["peak_rss_mib"] - result["rss_before_mib"],
-                     "estimate_mib": memory_estimate(size["train"], size["targets"], 1024, "float32", 2048) / 2**20})
+                     "estimate_mib": plan_fit(size["train"], size["models"], 2048, 256, 8 * 2**30).peak / 2**20})
         print(f"  {rows[-1]}", flush=True)
     logs = np.log([[r["models"], r["train"], r["targets"]] for r in rows])
     design = np.column_stack([np.ones(len(rows)), logs])
@@ -303,7 +303,7 @@ def plot_scaling(rows: list[dict], fits: dict, path: Path) -> None:
             ax.loglog(xs, [r[metric] for r in sel], style, label=f"{name}, ~{label}^{fits[metric][label]:.2f}")
         ax.loglog(xs, [r["data_mib"] / 100 for r in sel], "^:",
                   label=f"peak RSS above baseline (100 MiB), ~{label}^{fits['data_mib'][label]:.2f}")
-        ax.loglog(xs, [r["estimate_mib"] / 100 for r in sel], "x", color="gray", label="memory_estimate (100 MiB)")
+        ax.loglog(xs, [r["estimate_mib"] / 100 for r in sel], "x", color="gray", label="plan_fit peak (100 MiB)")
         ax.set_xlabel(f"{label} ({key})")
         ax.legend(fontsize=8)
     fig.suptitle(f"dmstore fit scaling around M={base['models']}, N={base['train']}, T={base['targets']}")
