@@ -284,8 +284,10 @@ def _check_data(moments: Moments, target: str, columns: slice) -> None:
         )
 
 
-def fit_block(store: str, target: str, start: int, stop: int, args: dict, storage_options: dict | None) -> None:
-    """Fit, write and record the targets ``start:stop`` from the persisted statistics."""
+def fit_block(store: str, target: str, start: int, stop: int, args: dict, storage_options: dict | None) -> int:
+    """Fit, write and record the targets ``start:stop`` from the persisted statistics; a block whose
+    working set outgrows the plan is fitted in halves. Returns the block size known to fit (less
+    than ``target_batch`` after a halving)."""
     columns = slice(start, stop)
     fit_stats = Moments(store, "fit", storage_options).statistics(target, columns)
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
@@ -301,9 +303,8 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
                 f"the datamodel of target {start} needs more features than --memory allows: raise --memory"
             ) from None
         middle = (start + stop) // 2
-        fit_block(store, target, start, middle, args, storage_options)
-        fit_block(store, target, middle, stop, args, storage_options)
-        return
+        return min(middle - start, fit_block(store, target, start, middle, args, storage_options),
+                   fit_block(store, target, middle, stop, args, storage_options))
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = 1.0 - path.val_mse / path.val_var
     summary = {
@@ -313,14 +314,19 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
         "not_converged": int(((path.gap > args["tol"]) | (gap > args["tol"])).sum()),
     }
     write_block(store, target, start, weight, bias, path.lam, summary, storage_options)
+    return args["target_batch"]
 
 
 def _run_blocks(store: str, target: str, blocks: list[tuple[int, int]], args: dict, scheduler: Any,
                 progress: Any, storage_options: dict | None) -> None:
     if scheduler is None:
+        size = args["target_batch"]  # shrinks for the next blocks once a block had to be halved
         for start, stop in blocks:
-            fit_block(store, target, start, stop, args, storage_options)
-            progress(stop - start)
+            while start < stop:
+                end = min(stop, start + size)
+                size = min(size, fit_block(store, target, start, end, args, storage_options))
+                progress(end - start)
+                start = end
         return
     from dask.distributed import as_completed
 
