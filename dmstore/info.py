@@ -35,12 +35,13 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
     if "moments" in groups:
         for name, group in sorted(groups["moments"].groups()):
             a = group.attrs.asdict()
-            size = group["xtx"].shape[0]
+            kept = group["xtx"] if "xtx" in group else group["masks"]
+            what = f"counts {kept.shape[0]:,} x {kept.shape[1]:,}" if "xtx" in group else "their masks"
             state = "complete" if a.get("complete") else f"{a.get('panels', 0)} tile rows written"
             targets = ", ".join(f"{k.removeprefix('xty_')} target blocks {len(v)}" for k, v in sorted(a.items())
                                 if k.startswith("xty_"))
-            lines.append(f"  moments/{name}: statistics of {a.get('n', 0):,} models, counts {size:,} x {size:,} "
-                         f"({state}, {group['xtx'].nbytes_stored() / 2**20:,.1f} MiB stored)"
+            lines.append(f"  moments/{name}: statistics of {a.get('n', 0):,} models, {what} "
+                         f"({state}, {kept.nbytes_stored() / 2**20:,.1f} MiB stored)"
                          + (f", {targets}" if targets else ""))
     if "datamodels" in groups:
         for name, group in sorted(groups["datamodels"].groups()):

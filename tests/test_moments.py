@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
-from dmstore.fitting.moments import Moments, in_memory, rows_digest
+from dmstore.fitting.moments import DeltaGram, Moments, in_memory, rows_digest
 from dmstore.fitting.passes import PassPlan, gram_pass, panel_product, target_pass
 from dmstore.fitting.reads import BandReader
 
@@ -118,3 +118,16 @@ def test_statistics_of_other_rows_are_recomputed_not_reused(tmp_path):
     got = moments.statistics("test", slice(0, 7))
     assert got.n == 120
     np.testing.assert_array_equal(got.counts(np.arange(50)), in_memory(masks[:120], margins[:120]).counts(np.arange(50)))
+
+
+def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_them(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    masks, _ = small_store(path, models=300, n_train=50)
+    moments = Moments(path, "fit")
+    gram_pass(moments, BandReader(path, "test"), np.arange(300), PassPlan(16, True, 1), lambda n: None)
+    xsum = masks.sum(axis=0).astype(np.float64)
+    gram = DeltaGram.load(moments.tile_file(), xsum, 300)
+    rows = np.array([49, 0, 17, 17])
+    np.testing.assert_array_equal(gram.rows(rows), (masks.T.astype(np.int64) @ masks)[rows])
+    assert gram.delta.dtype == np.int16
+    assert DeltaGram.load(moments.tile_file(), xsum * 1000, 300) is None  # differences beyond int16

@@ -1,9 +1,9 @@
 """``dmstore fit``: estimate the datamodels of a store's targets, out of core, at any width.
 
 1. The passes (:mod:`dmstore.fitting.passes`) fill the persisted statistics ``moments/fit``
-   (the fit rows the path is fitted on) and ``moments/val`` (the validation rows: the last
-   ``val_models`` fit rows) for the requested targets, unless the store already holds them
-   for exactly these rows: a second fit with other options reads no mask.
+   (the counts of the fit rows the path is fitted on) and ``moments/val`` (the validation rows,
+   the last ``val_models`` fit rows: their masks) for the requested targets, unless the store
+   already holds them for exactly these rows: a second fit with other options reads no mask row.
 2. Target blocks (``target_batch`` targets, aligned on the split's positions) are the unit of
    work: each walks its validation-selected path on the statistics, is refitted on fit +
    validation rows at the chosen ``lam`` (:mod:`dmstore.fitting.solver`), writes its region of
@@ -37,7 +37,7 @@ from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
 from dmstore.fitting.fista import check_options
 from dmstore.fitting.moments import XTY_BLOCK, Moments, rows_digest
-from dmstore.fitting.passes import PassPlan, gram_pass, target_pass
+from dmstore.fitting.passes import PassPlan, gram_pass, mask_pass, target_pass
 from dmstore.fitting.plan import FitPlan, plan_fit
 from dmstore.fitting.reads import BandReader
 from dmstore.lock import store_lock
@@ -222,7 +222,7 @@ def fit(
             done = {}
         passed = time.perf_counter()
         todo = target_blocks(columns, target_batch, done)
-        args = dict(options, dtype=DTYPES[dtype], cap=plan.cap)
+        args = dict(options, dtype=DTYPES[dtype], cap=plan.cap, cache_gram=plan.cache_gram)
         with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
             _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)
         zarr.consolidate_metadata(as_store(store, storage_options))
@@ -260,14 +260,18 @@ def _fill_moments(store: str, reader: BandReader, rows: dict[str, np.ndarray], t
         moments = Moments(store, name, storage_options)
         digest = rows_digest(positions)
         complete = moments.is_complete(digest)
-        panels = 0 if complete else -(-reader.n_train // plan.tile) - (
-            int(moments.group().attrs["panels"]) if moments.matches(digest) else 0)
+        tiles_left = -(-reader.n_train // plan.tile) - (
+            int(moments.group().attrs.get("panels", 0)) if moments.matches(digest) else 0)
+        panels = 0 if complete else (tiles_left if name == "fit" else 1)
         missing = [b for b in wanted if not (moments.matches(digest) and b in moments.target_blocks(target))]
         work.append((moments, positions, panels, missing))
     total = sum(p.size * (panels + -(-len(missing) // plan.target_blocks)) for _, p, panels, missing in work)
     with tqdm(total=total, desc="statistics", unit="model", disable=not progress or total == 0) as bar:
         for moments, positions, _, missing in work:
-            gram_pass(moments, reader, positions, pass_plan, bar.update)
+            if moments.name == "fit":
+                gram_pass(moments, reader, positions, pass_plan, bar.update)
+            else:
+                mask_pass(moments, reader, positions, bar.update)
             target_pass(moments, reader, positions, target, n_targets, missing, pass_plan, bar.update)
 
 
@@ -289,7 +293,7 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
     working set outgrows the plan is fitted in halves. Returns the block size known to fit (less
     than ``target_batch`` after a halving)."""
     columns = slice(start, stop)
-    fit_stats = Moments(store, "fit", storage_options).statistics(target, columns)
+    fit_stats = Moments(store, "fit", storage_options).statistics(target, columns, in_memory=args["cache_gram"])
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
     common = dict(standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"],
                   cap=args["cap"])

@@ -8,7 +8,8 @@ written as whole tiles, each tile also as its transpose below the diagonal, then
 interrupted pass resumes at the first panel not recorded. The masks of the rows are kept in memory
 between panels when the plan allows, and read again for each panel otherwise. The target
 statistics ``X^T Y`` follow in a second pass over the bands, for the target blocks not yet written.
-Products of 0/1 masks in float32 are exact integers up to 2^24 models.
+Products of 0/1 masks in float32 are exact integers up to 2^24 models. The validation rows keep
+their masks instead of counts (:func:`mask_pass`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg.blas import sgemm
+from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting.moments import XTY_BLOCK, Moments, rows_digest
 from dmstore.fitting.reads import BandReader
 
-#: Non-finite margins named in the error (all are counted).
+#: Non-finite margins named in the error.
 BAD_REPORTED = 3
+#: The store's codec for masks (bitshuffle: 8x on random subsets).
+MASK_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,26 @@ def gram_pass(moments: Moments, reader: BandReader, positions: np.ndarray, plan:
         for j in range(i, tile_file.n_tiles):
             tile_file.write(i, j, panel[:, (j - i) * tile : (j - i + 1) * tile])
         group.attrs["panels"] = i + 1
+    group.attrs["complete"] = True
+
+
+def mask_pass(moments: Moments, reader: BandReader, positions: np.ndarray, progress: Callable[[int], None]) -> None:
+    """Keep the masks of the rows ``positions`` (the validation rows) and their column sums."""
+    digest = rows_digest(positions)
+    if moments.is_complete(digest):
+        return
+    group = moments.start(positions.size, reader.n_train, digest, 0, gram=False)
+    masks = group.create_array("masks", shape=(positions.size, reader.n_train), dtype=bool,
+                               chunks=(min(positions.size, 2048), reader.n_train),
+                               compressors=[MASK_CODEC], dimension_names=("model", "train"))
+    xsum, row = np.zeros(reader.n_train), 0
+    for band in reader.bands(positions):
+        part = reader.masks(band)
+        masks[row : row + part.shape[0]] = part
+        xsum += part.sum(axis=0)
+        row += part.shape[0]
+        progress(part.shape[0])
+    group.create_array("xsum", data=xsum, chunks=(reader.n_train,), dimension_names=("train",))
     group.attrs["complete"] = True
 
 

@@ -8,9 +8,10 @@ examples:
   (``shard_rows x N x 5``), the masks of the rows kept between panels when they fit
   (``rows x N`` bool; otherwise they are read again for each panel), and the target statistics
   of ``target_blocks`` blocks (``N x 256`` float64 each, plus the band's margins);
-- solver: the Gram rows of the working set in the fit and validation spaces
-  (``2 x cap x N`` float32), about ``8 x block x N`` float32 target arrays, three copies of
-  ``G[U, U]`` and the raw weights of the block (``3 x N x block`` float64).
+- solver: the counts in memory as int16 differences when they fit beside the rest
+  (``2 N^2``: 5 GB at N = 50,000; otherwise rows are read from the store as needed), the Gram
+  rows of the working set (``cap x N`` float32), about ``8 x block x N`` float32 target arrays,
+  three copies of ``G[U, U]`` and the raw weights of the block (``3 x N x block`` float64).
 
 The plan picks the largest working set (``cap``) the budget allows; a block whose working set
 would outgrow it is solved in halves.
@@ -40,6 +41,7 @@ class FitPlan:
     cache_masks: bool
     target_blocks: int
     cap: int
+    cache_gram: bool
     peak: int
 
 
@@ -52,9 +54,11 @@ def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool,
     return BASE + max(panel + band + masks, band + targets)
 
 
-def solver_bytes(n_train: int, block: int, cap: int) -> int:
-    """Peak bytes of the solver for one block with a working set of ``cap`` features."""
-    return BASE + 8 * cap * n_train + 32 * block * n_train + 12 * cap * cap + 24 * n_train * block
+def solver_bytes(n_train: int, block: int, cap: int, cache_gram: bool = False) -> int:
+    """Peak bytes of the solver for one block with a working set of ``cap`` features (and the
+    counts held in memory as int16 with ``cache_gram``)."""
+    gram = 2 * n_train * n_train if cache_gram else 0
+    return BASE + gram + 4 * cap * n_train + 32 * block * n_train + 12 * cap * cap + 24 * n_train * block
 
 
 def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int) -> FitPlan:
@@ -80,9 +84,12 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int) 
     target_blocks = 1
     while target_blocks < 64 and pass_bytes(n_train, rows, shard_rows, tile, cache, 2 * target_blocks) <= memory:
         target_blocks *= 2
+    # the counts in memory when they leave room for a working set of a tenth of the features
+    cache_gram = solver_bytes(n_train, block, max(MIN_CAP, n_train // 10), True) <= memory
     cap = MIN_CAP
-    while cap < n_train and solver_bytes(n_train, block, 2 * cap) <= memory:
+    while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram) <= memory:
         cap *= 2
     cap = min(cap, n_train)
-    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks), solver_bytes(n_train, block, cap))
-    return FitPlan(tile, cache, target_blocks, cap, peak)
+    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks),
+               solver_bytes(n_train, block, cap, cache_gram))
+    return FitPlan(tile, cache, target_blocks, cap, cache_gram, peak)

@@ -81,6 +81,13 @@ class Space:
         c = (s.xty.T / s.n - ybar[:, None] * self.mean[None, :]) * self.scale[None, :]
         return np.ascontiguousarray(c.astype(self.dtype)), ybar, syy
 
+    def gram_block(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``G[a][:, b]`` (this space)."""
+        block = self.stats.block(a, b).astype(np.float64) / self.stats.n
+        block -= self.mean[a, None] * self.mean[None, b]
+        block *= self.scale[a, None] * self.scale[None, b]
+        return block.astype(self.dtype)
+
     def gram_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]``."""
         n, mean, scale = self.stats.n, self.mean, self.scale
@@ -106,15 +113,15 @@ class Space:
 
 
 class WorkingSet:
-    """The features ``U`` of a block and their Gram rows in each space (``[cap, N]`` each, filled
-    as ``U`` grows; untouched rows cost no memory)."""
+    """The features ``U`` of a block: their Gram rows ``G[U, :]`` in the first space (``[cap, N]``,
+    filled as ``U`` grows; untouched rows cost no memory), and ``G[U, U]`` in every space."""
 
     def __init__(self, spaces: list[Space], cap: int) -> None:
         n_train = spaces[0].mean.size
         self.spaces, self.cap = spaces, min(cap, n_train)
         self.features = np.zeros(0, dtype=np.int64)
         self.member = np.zeros(n_train, dtype=bool)
-        self.rows = [np.empty((self.cap, n_train), dtype=s.dtype) for s in spaces]
+        self.rows = np.empty((self.cap, n_train), dtype=spaces[0].dtype)
         self.blocks = [np.empty((0, 0), dtype=s.dtype) for s in spaces]
         self._lipschitz: tuple[int, float] = (-1, 1.0)
 
@@ -132,11 +139,14 @@ class WorkingSet:
         old = self.size
         self.features = np.concatenate([self.features, new])
         self.member[new] = True
-        for i, (space, rows) in enumerate(zip(self.spaces, self.rows)):
-            space.gram_rows(new, rows[old : self.size])
-            block = np.empty((self.size, self.size), dtype=rows.dtype)
+        self.spaces[0].gram_rows(new, self.rows[old : self.size])
+        for i, space in enumerate(self.spaces):
+            block = np.empty((self.size, self.size), dtype=space.dtype)
             block[:old, :old] = self.blocks[i]
-            block[old:] = rows[old : self.size][:, self.features]
+            if i == 0:
+                block[old:] = self.rows[old : self.size][:, self.features]
+            else:
+                block[old:] = space.gram_block(new, self.features)
             block[:old, old:] = block[old:, :old].T  # G is symmetric
             self.blocks[i] = block
 
@@ -170,7 +180,7 @@ def solve_on(ws: WorkingSet, c: np.ndarray, lam: np.ndarray, syy: np.ndarray, w:
                                      ws.lipschitz(gram), w, tol=tol, max_iter=max_iter, xp=np)
             iterations += iters
             used = np.flatnonzero(w.any(axis=0))  # w G[U, :] needs only the rows of non-zero weights
-            grad = c - w[:, used] @ ws.rows[0][used]
+            grad = c - w[:, used] @ ws.rows[used]
         limit = (lam * (1.0 + KKT_MARGIN)).astype(grad.dtype)[:, None]
         violated = (np.abs(grad) > limit).any(axis=0) & ~ws.member
         if not violated.any():
