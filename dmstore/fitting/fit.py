@@ -205,7 +205,7 @@ def fit(
     n_val = validation_count(val_models, positions.size)
     rows = {"fit": positions[:-n_val], "val": positions[-n_val:]}
     reader = BandReader(store, target, storage_options)
-    plan = plan_fit(ds.sizes["train"], rows["fit"].size, reader.shard_rows, target_batch, budget)
+    plan = plan_fit(ds.sizes["train"], rows["fit"].size, reader.shard_rows, target_batch, budget, rows["val"].size)
     options = dict(lambdas=lambdas, lambda_ratio=lambda_ratio, standardize=standardize, tol=tol,
                    patience=patience, val_models=val_models, dtype=dtype, target_batch=target_batch)
     with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options):

@@ -48,6 +48,8 @@ from dmstore.fitting import tiles
 GROUP = "moments"
 #: Targets per chunk of ``xty_{split}`` (the unit in which target statistics are added).
 XTY_BLOCK = 256
+#: Mask columns converted to float32 at once when counts are computed from kept masks.
+MASK_COLUMNS = 4096
 
 
 def rows_digest(positions: np.ndarray) -> str:
@@ -114,7 +116,11 @@ def of_masks(masks: np.ndarray, xty: np.ndarray, ysum: np.ndarray, yy: np.ndarra
     x = np.asarray(masks, dtype=bool)
 
     def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return x[:, a].T.astype(np.float32) @ x[:, b].astype(np.float32)  # exact: 0/1 sums below 2^24
+        left = x[:, a].T.astype(np.float32)
+        out = np.empty((len(a), len(b)), dtype=np.float32)
+        for start in range(0, len(b), MASK_COLUMNS):  # exact: 0/1 sums below 2^24
+            out[:, start : start + MASK_COLUMNS] = left @ x[:, b[start : start + MASK_COLUMNS]].astype(np.float32)
+        return out
 
     def counts(rows: np.ndarray) -> np.ndarray:
         return cross(np.asarray(rows), np.arange(x.shape[1]))

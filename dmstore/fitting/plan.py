@@ -54,15 +54,18 @@ def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool,
     return BASE + max(panel + band + masks, band + targets)
 
 
-def solver_bytes(n_train: int, block: int, cap: int, cache_gram: bool = False) -> int:
+def solver_bytes(n_train: int, block: int, cap: int, cache_gram: bool = False, val_rows: int = 0) -> int:
     """Peak bytes of the solver for one block with a working set of ``cap`` features (and the
-    counts held in memory as int16 with ``cache_gram``)."""
+    counts held in memory as int16 with ``cache_gram``), and the validation masks (``val_rows``)."""
     gram = 2 * n_train * n_train if cache_gram else 0
-    return BASE + gram + 4 * cap * n_train + 32 * block * n_train + 12 * cap * cap + 24 * n_train * block
+    val = val_rows * n_train + 4 * val_rows * (cap + 4096)  # bool masks, float32 column blocks
+    return (BASE + gram + val + 4 * cap * n_train + 32 * block * n_train + 12 * cap * cap
+            + 24 * n_train * block)
 
 
-def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int) -> FitPlan:
-    """The plan for a fit of ``block`` targets at a time on ``rows`` model rows within ``memory`` bytes.
+def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, val_rows: int = 0) -> FitPlan:
+    """The plan for a fit of ``block`` targets at a time on ``rows`` model rows (and ``val_rows``
+    validation rows) within ``memory`` bytes.
 
     Raises
     ------
@@ -74,7 +77,7 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int) 
     while tile > 256 and need > memory:
         tile //= 2
         need = pass_bytes(n_train, rows, shard_rows, tile, False, 1)
-    smallest = max(need, solver_bytes(n_train, min(block, 16), MIN_CAP))
+    smallest = max(need, solver_bytes(n_train, min(block, 16), MIN_CAP, val_rows=val_rows))
     if smallest > memory:
         raise DmstoreError(
             f"a fit of {n_train} train examples needs at least {smallest / 2**30:.1f} GiB but --memory allows "
@@ -85,11 +88,11 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int) 
     while target_blocks < 64 and pass_bytes(n_train, rows, shard_rows, tile, cache, 2 * target_blocks) <= memory:
         target_blocks *= 2
     # the counts in memory when they leave room for a working set of a tenth of the features
-    cache_gram = solver_bytes(n_train, block, max(MIN_CAP, n_train // 10), True) <= memory
+    cache_gram = solver_bytes(n_train, block, max(MIN_CAP, n_train // 10), True, val_rows) <= memory
     cap = MIN_CAP
-    while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram) <= memory:
+    while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram, val_rows) <= memory:
         cap *= 2
     cap = min(cap, n_train)
     peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks),
-               solver_bytes(n_train, block, cap, cache_gram))
+               solver_bytes(n_train, block, cap, cache_gram, val_rows))
     return FitPlan(tile, cache, target_blocks, cap, cache_gram, peak)
