@@ -77,11 +77,12 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, 
     while tile > 256 and need > memory:
         tile //= 2
         need = pass_bytes(n_train, rows, shard_rows, tile, False, 1)
-    smallest = max(need, solver_bytes(n_train, min(block, 16), MIN_CAP, val_rows=val_rows))
+    smallest = max(need, solver_bytes(n_train, block, min(MIN_CAP, n_train), val_rows=val_rows))
     if smallest > memory:
         raise DmstoreError(
-            f"a fit of {n_train} train examples needs at least {smallest / 2**30:.1f} GiB but --memory allows "
-            f"{memory / 2**30:.1f} GiB: raise --memory (and lower --target-batch)"
+            f"a fit of {n_train} train examples in blocks of {block} targets needs at least "
+            f"{smallest / 2**30:.2f} GiB but --memory allows {memory / 2**30:.2f} GiB: raise --memory "
+            "or lower --target-batch"
         )
     cache = pass_bytes(n_train, rows, shard_rows, tile, True, 1) <= memory
     target_blocks = 1
@@ -89,7 +90,7 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, 
         target_blocks *= 2
     # the counts in memory when they leave room for a working set of a tenth of the features
     cache_gram = solver_bytes(n_train, block, max(MIN_CAP, n_train // 10), True, val_rows) <= memory
-    cap = MIN_CAP
+    cap = min(MIN_CAP, n_train)
     while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram, val_rows) <= memory:
         cap *= 2
     cap = min(cap, n_train)

@@ -1,0 +1,51 @@
+"""The fit's memory plan: a table of the published shapes, and properties for any shape."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmstore.errors import DmstoreError
+from dmstore.fitting.plan import MIN_CAP, pass_bytes, plan_fit, solver_bytes
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("n_train", "rows", "val_rows", "memory", "tile", "cache_masks", "cache_gram", "cap"),
+    [
+        (1_000, 3_000, 300, 8 * GiB, 1_000, True, True, 1_000),  # the digits example: everything fits
+        (50_000, 18_000, 2_000, 8 * GiB, 4_096, True, True, 4_096),  # the CIFAR-10-width benchmark
+        (50_000, 270_000, 30_000, 8 * GiB, 4_096, False, False, 8_192),  # published CIFAR-10, a laptop
+        (50_000, 270_000, 30_000, 16 * GiB, 4_096, True, True, 16_384),
+        (21_000, 135_000, 15_000, 8 * GiB, 4_096, True, True, 16_384),  # FMoW
+    ],
+)
+def test_plans_for_the_published_shapes(n_train, rows, val_rows, memory, tile, cache_masks, cache_gram, cap):
+    plan = plan_fit(n_train, rows, 2048, 256, memory, val_rows)
+    assert (plan.tile, plan.cache_masks, plan.cache_gram, plan.cap) == (tile, cache_masks, cache_gram, cap)
+    assert plan.peak <= memory
+
+
+def test_a_budget_too_small_says_what_it_needs():
+    with pytest.raises(DmstoreError, match=r"blocks of 256 targets needs at least 1\.[0-9]+ GiB but --memory "
+                       r"allows 0\.10 GiB: raise --memory or lower --target-batch"):
+        plan_fit(50_000, 20_000, 2048, 256, GiB // 10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n_train=st.integers(1, 80_000), rows=st.integers(3, 400_000), block=st.integers(1, 1024),
+       memory=st.integers(GiB // 4, 64 * GiB), val=st.integers(1, 40_000))
+def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(n_train, rows, block, memory, val):
+    try:
+        plan = plan_fit(n_train, rows, 2048, block, memory, val)
+    except DmstoreError:
+        assert solver_bytes(n_train, block, min(MIN_CAP, n_train), val_rows=val) > memory or pass_bytes(
+            n_train, rows, 2048, min(4096, n_train), False, 1) > memory
+        return
+    assert plan.peak <= memory
+    assert min(MIN_CAP, n_train) <= plan.cap <= n_train
+    bigger = plan_fit(n_train, rows, 2048, block, 2 * memory, val)
+    assert bigger.cap >= plan.cap and bigger.target_blocks >= plan.target_blocks
+    assert bigger.cache_gram >= plan.cache_gram and bigger.cache_masks >= plan.cache_masks
