@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
-
-__version__ = "0.1.0"
-
-# dmstore writes consolidated metadata on purpose (one read opens the whole store).
-warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-# band records (_dmstore/bands/...) are plain objects beside the Zarr hierarchy
-warnings.filterwarnings("ignore", message="Object at _dmstore is not recognized")
-
-# The Python API. The functions keep the names of their modules (``dmstore.fit`` is the
-# function); import a module's other names from its module (``dmstore.fitting.fit``).
-import dmstore.accessor  # noqa: E402,F401  (registers the ``ds.dm`` accessor)
-from dmstore.convert import convert  # noqa: E402
-from dmstore.datamodels import read_datamodels, write_datamodels  # noqa: E402
-from dmstore.dataset import open  # noqa: E402
-from dmstore.errors import DmstoreError  # noqa: E402
-from dmstore.evaluate import evaluate  # noqa: E402
-from dmstore.example import make_example  # noqa: E402
-from dmstore.fitting.fit import fit  # noqa: E402
-from dmstore.stats import stats  # noqa: E402
-from dmstore.verify import verify  # noqa: E402
+# The Python API: one function per command. No function shadows a module: the modules live in
+# the layer packages (``dmstore.fitting.fit`` holds ``fit``).
+import dmstore.accessor  # noqa: F401  (registers the ``ds.dm`` accessor)
+from dmstore._version import __version__
+from dmstore.convert import convert
+from dmstore.datamodels import read_datamodels, write_datamodels
+from dmstore.dataset import open
+from dmstore.errors import DmstoreError
+from dmstore.evaluate import evaluate
+from dmstore.example import make_example
+from dmstore.fitting.fit import fit
+from dmstore.stats import stats
+from dmstore.verify import verify
 
 __all__ = [
     "DmstoreError", "__version__", "convert", "evaluate", "fit", "make_example", "open",

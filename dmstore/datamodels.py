@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from dmstore.dataset import as_store
+from dmstore.dataset import as_store, consolidate
 from dmstore.errors import DmstoreError
 
 SPLITS = ("train", "test")
@@ -85,7 +85,7 @@ def write_datamodels(
         consolidated=False,
         storage_options=storage_options,
     )
-    zarr.consolidate_metadata(as_store(store, storage_options))
+    consolidate(store, storage_options)
     return ds
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import xarray as xr
@@ -10,6 +13,23 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from dmstore.errors import DmstoreError
+
+
+@contextmanager
+def known_warnings() -> Iterator[None]:
+    """Silence, here only, the two warnings zarr gives about every dmstore store by design: its
+    consolidated metadata (one read opens the store) and the plain objects of ``_dmstore/``
+    (band records, locks) beside the hierarchy."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message="Object at _dmstore is not recognized")
+        yield
+
+
+def consolidate(store: Any, storage_options: dict | None = None) -> None:
+    """Rewrite the store's consolidated metadata (after a group was added or changed)."""
+    with known_warnings():
+        zarr.consolidate_metadata(as_store(store, storage_options))
 
 
 def as_store(store: Any, storage_options: dict | None = None, *, read_only: bool = False) -> Any:
@@ -29,7 +49,9 @@ def shard_chunks(store: Any, storage_options: dict | None = None) -> dict[str, i
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise DmstoreError(f"no dmstore store at {store}: run `dmstore convert` first") from exc
     chunks: dict[str, int] = {}
-    for _, array in group.arrays():
+    with known_warnings():
+        arrays = list(group.arrays())
+    for _, array in arrays:
         if array.ndim < 2:  # coordinates follow the data variables
             continue
         dims = array.metadata.dimension_names or ()
@@ -78,7 +100,8 @@ def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dat
 
     root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
     labels = ds["model"].values if "model" in ds.coords else None
-    arrays = checked_arrays(root, ds.attrs, labels)
+    with known_warnings():
+        arrays = checked_arrays(root, ds.attrs, labels)
     for name, variable in ds.data_vars.items():
         if name not in arrays or variable.chunks is None:
             continue

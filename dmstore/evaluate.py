@@ -8,7 +8,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
-import zarr
 from dask.distributed import as_completed
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 from dmstore import plots
 from dmstore.cluster import dask_client
 from dmstore.datamodels import read_datamodels
-from dmstore.dataset import as_store
+from dmstore.dataset import consolidate
 from dmstore.dataset import open as open_store
 from dmstore.errors import DmstoreError
 from dmstore.predict import predict
@@ -177,7 +176,7 @@ def evaluate(
             store, group=f"evaluation/{target}", mode="w", zarr_format=3, consolidated=False,
             storage_options=storage_options,
         )
-        zarr.consolidate_metadata(as_store(store, storage_options))
+        consolidate(store, storage_options)
     if plot is not None:
         plot_evaluation(result, plot)
     return result

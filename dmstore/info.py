@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zarr
 
-from dmstore.dataset import as_store
+from dmstore.dataset import as_store, known_warnings
 from dmstore.errors import DmstoreError
 
 
@@ -18,7 +18,9 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
     lines = [f"{dest}: {attrs.get('dataset', '?')} {attrs.get('pct', '?')}% ({attrs.get('dmstore_status', 'no dmstore status')})"]
     if "source" in attrs:
         lines.append(f"  source {attrs['source']}")
-    for name, array in sorted(root.arrays()):
+    with known_warnings():
+        arrays = sorted(root.arrays())
+    for name, array in arrays:
         if array.ndim < 2:
             continue
         stored = array.nbytes_stored()
@@ -33,7 +35,9 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
         lines.append(f"  models: {int((split == 'fit').sum()):,} fit, {int((split == 'eval').sum()):,} eval")
     groups = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r", use_consolidated=False)
     if "moments" in groups:
-        for name, group in sorted(groups["moments"].groups()):
+        with known_warnings():
+            moments = sorted(groups["moments"].groups())
+        for name, group in moments:
             a = group.attrs.asdict()
             kept = group["xtx"] if "xtx" in group else group["masks"]
             what = f"counts {kept.shape[0]:,} x {kept.shape[1]:,}" if "xtx" in group else "their masks"
@@ -44,7 +48,9 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
                          f"({state}, {kept.nbytes_stored() / 2**20:,.1f} MiB stored)"
                          + (f", {targets}" if targets else ""))
     if "datamodels" in groups:
-        for name, group in sorted(groups["datamodels"].groups()):
+        with known_warnings():
+            datamodels = sorted(groups["datamodels"].groups())
+        for name, group in datamodels:
             weight = group["weight"]
             lines.append(f"  datamodels/{name}: {weight.shape[1]:,} targets x {weight.shape[0]:,} train ({group.attrs.get('method', '?')})")
     return "\n".join(lines)

@@ -18,8 +18,8 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from dmstore import __version__
-from dmstore.dataset import as_store
+from dmstore._version import __version__
+from dmstore.dataset import as_store, known_warnings
 from dmstore.errors import DmstoreError
 from dmstore.plan import ArrayPlan
 
@@ -79,7 +79,8 @@ def set_root_attrs(dest: str, storage_options: dict | None, attrs: dict) -> None
     """Update root attributes and re-consolidate the metadata (one read opens the store)."""
     store = as_store(dest, storage_options)
     zarr.open_group(store, mode="r+").attrs.update(attrs)
-    zarr.consolidate_metadata(store)
+    with known_warnings():
+        zarr.consolidate_metadata(store)
 
 
 def checksum(data: bytes) -> str:

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from dmstore import __version__
+from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 
 # command modules, in the order ``dmstore --help`` lists them

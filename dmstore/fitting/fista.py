@@ -21,7 +21,7 @@ live in the namespace ``xp`` (numpy, or cupy on a GPU).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from types import ModuleType
 from typing import Any

@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 import psutil
 import xarray as xr
-import zarr
 from dask.utils import parse_bytes
 from tqdm.auto import tqdm
 
-from dmstore import __version__
+from dmstore._version import __version__
 from dmstore.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
-from dmstore.dataset import as_store
+from dmstore.dataset import consolidate
 from dmstore.dataset import open as open_store
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
@@ -225,7 +224,7 @@ def fit(
         args = dict(options, dtype=DTYPES[dtype], cap=plan.cap, cache_gram=plan.cache_gram)
         with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
             _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)
-        zarr.consolidate_metadata(as_store(store, storage_options))
+        consolidate(store, storage_options)
         result = read_datamodels(store, target, storage_options)
         result.attrs.update(
             _summary(fitted_blocks(store, target, storage_options)),
