@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/dmstore demo demo-out
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 clean:

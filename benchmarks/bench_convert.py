@@ -15,7 +15,7 @@ by side, best of ``--repeat`` (runs interleaved, source files warm in the page c
   the same codecs on all cores (a thread pool over bands), output discarded.
 
 Each runs as a child process; the RSS of its whole process tree (driver and workers) is sampled
-every 50 ms. Also measured: the resident-memory constants of ``dmstore.plan``, the compression
+every 50 ms. Also measured: the resident-memory constants of ``dmstore.conversion.plan``, the compression
 ratios of the store, and one test example's margins across all models read from a moto S3 server
 out of the store against the same from the published ``.npy``.
 
@@ -44,8 +44,11 @@ from tqdm.auto import tqdm
 
 N_TRAIN, N_TEST = 20_000, 5_000
 DATASET, PCT, EVAL_ROWS = "bench", 50, 2000
-KINDS = {"train_masks": (N_TRAIN, np.dtype(bool)), "train_margins": (N_TRAIN, np.dtype(np.float16)),
-         "test_margins": (N_TEST, np.dtype(np.float16))}
+KINDS = {
+    "train_masks": (N_TRAIN, np.dtype(bool)),
+    "train_margins": (N_TRAIN, np.dtype(np.float16)),
+    "test_margins": (N_TEST, np.dtype(np.float16)),
+}
 ROW_BYTES = sum(cols * dtype.itemsize for cols, dtype in KINDS.values())
 GENERATE_ROWS = 4096
 RANGED_ROWS = 50  # rows read one range each, then scaled (moto reads the whole object per ranged GET)
@@ -80,7 +83,7 @@ def make_source(root: Path, models: int) -> Path:
         for start in tqdm(range(0, models, GENERATE_ROWS), desc=f"generate {name} ({models:,} models)"):
             stop = min(start + GENERATE_ROWS, models)
             rng = np.random.default_rng([seed, start])
-            if dtype == bool:
+            if np.dtype(dtype) == np.dtype(bool):
                 out[start:stop] = rng.integers(0, 2, size=(stop - start, cols), dtype=np.uint8).view(bool)
             else:
                 out[start:stop] = rng.standard_normal((stop - start, cols), dtype=np.float32) * 2 + 1
@@ -173,8 +176,23 @@ def run_child(cmd: list[str]) -> dict:
 
 
 def dmstore_cmd(folder: Path, dest: Path, max_memory: str) -> list[str]:
-    return [sys.executable, "-m", "dmstore", "convert", str(folder), str(dest), "--dataset", DATASET,
-            "--pct", str(PCT), "--eval-rows", str(EVAL_ROWS), "--max-memory", max_memory, "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "dmstore",
+        "convert",
+        str(folder),
+        str(dest),
+        "--dataset",
+        DATASET,
+        "--pct",
+        str(PCT),
+        "--eval-rows",
+        str(EVAL_ROWS),
+        "--max-memory",
+        max_memory,
+        "--no-progress",
+    ]
 
 
 def layout_of(store: Path) -> dict[str, dict]:
@@ -198,8 +216,16 @@ def child_job(folder: Path, dest: Path, layout: dict) -> dict:
     arrays = []
     for name, path in source_paths(folder).items():
         source = np.load(path, mmap_mode="r")
-        arrays.append({"name": name, "path": str(path), "offset": int(source.offset), "shape": list(source.shape),
-                       "dtype": str(source.dtype), **layout[name]})
+        arrays.append(
+            {
+                "name": name,
+                "path": str(path),
+                "offset": int(source.offset),
+                "shape": list(source.shape),
+                "dtype": str(source.dtype),
+                **layout[name],
+            }
+        )
     return {"dest": str(dest), "arrays": arrays}
 
 
@@ -211,8 +237,18 @@ def naive(job: dict) -> dict:
     stores = []
     for a in job["arrays"]:
         x = da.from_array(np.load(a["path"], mmap_mode="r"), chunks=(a["shards"][0], -1))
-        stores.append(da.to_zarr(x, job["dest"], component=a["name"], compute=False, zarr_format=3,
-                                 chunks=a["chunks"], shards=a["shards"], compressors=a["compressors"]))
+        stores.append(
+            da.to_zarr(
+                x,
+                job["dest"],
+                component=a["name"],
+                compute=False,
+                zarr_format=3,
+                chunks=a["chunks"],
+                shards=a["shards"],
+                compressors=a["compressors"],
+            )
+        )
     dask.compute(*stores)
     return {}
 
@@ -261,20 +297,25 @@ def limit(job: dict) -> dict:
             stored += encode(chunk)
         return stored
 
-    tasks = [(a, encoder(a["compressors"]), start) for a in job["arrays"] for start in range(0, a["shape"][0], a["shards"][0])]
+    tasks = [
+        (a, encoder(a["compressors"]), start)
+        for a in job["arrays"]
+        for start in range(0, a["shape"][0], a["shards"][0])
+    ]
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         stored = sum(pool.map(encode_band, tasks))
     return {"stored_bytes": stored}
 
 
 def baseline(job: dict) -> dict:
-    """Resident bytes of the driver (CLI loaded, local cluster up) and of idle workers that loaded dmstore.convert."""
+    """Resident bytes of the driver (CLI loaded, local cluster up) and of idle workers that loaded "
+    "dmstore.conversion.convert."""
     from dmstore.cli import build_parser
-    from dmstore.cluster import dask_client
+    from dmstore.io.cluster import dask_client
 
     build_parser()
     with dask_client(n_workers=job["workers"]) as client:
-        client.run(importlib.import_module, "dmstore.convert")
+        client.run(importlib.import_module, "dmstore.conversion.convert")
         time.sleep(1)
         workers = client.run(lambda: psutil.Process().memory_info().rss)
         return {"driver": psutil.Process().memory_info().rss, "workers": sorted(workers.values())}
@@ -301,8 +342,14 @@ def compression(store: Path) -> dict[str, dict]:
     import zarr
 
     group = zarr.open_group(store, mode="r")
-    return {name: {"nbytes": group[name].nbytes, "stored": group[name].nbytes_stored(),
-                   "ratio": group[name].nbytes / group[name].nbytes_stored()} for name in KINDS}
+    return {
+        name: {
+            "nbytes": group[name].nbytes,
+            "stored": group[name].nbytes_stored(),
+            "ratio": group[name].nbytes / group[name].nbytes_stored(),
+        }
+        for name in KINDS
+    }
 
 
 def convert_runs(folder: Path, work: Path, repeat: int, max_memory: str, keep: Path) -> dict:
@@ -352,8 +399,8 @@ def convert_runs(folder: Path, work: Path, repeat: int, max_memory: str, keep: P
 
 
 def constants(work: Path, big: dict, workers: int) -> dict:
-    """DRIVER_BYTES, WORKER_BYTES and BAND_MEMORY_FACTOR as measured, next to dmstore.plan's."""
-    from dmstore import plan
+    """DRIVER_BYTES, WORKER_BYTES and BAND_MEMORY_FACTOR as measured, next to dmstore.conversion.plan's."""
+    from dmstore.conversion import plan
 
     job = work / "baseline.json"
     job.write_text(json.dumps({"workers": workers}))
@@ -371,8 +418,11 @@ def constants(work: Path, big: dict, workers: int) -> dict:
         "largest_band_bytes": band_bytes,
         "band_memory_factor": (worker_peak - worker_base) / band_bytes,
         "workers": sum(p["role"] == "worker" for p in procs),
-        "plan": {"DRIVER_BYTES": plan.DRIVER_BYTES, "WORKER_BYTES": plan.WORKER_BYTES,
-                 "BAND_MEMORY_FACTOR": plan.BAND_MEMORY_FACTOR},
+        "plan": {
+            "DRIVER_BYTES": plan.DRIVER_BYTES,
+            "WORKER_BYTES": plan.WORKER_BYTES,
+            "BAND_MEMORY_FACTOR": plan.BAND_MEMORY_FACTOR,
+        },
     }
 
 
@@ -388,8 +438,13 @@ def s3_query(store: Path, folder: Path, repeat: int) -> dict:
 
     import dmstore
 
-    server = subprocess.Popen([sys.executable, "-c", MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", MOTO],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         endpoint = server.stdout.readline().strip()
         os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
@@ -401,10 +456,18 @@ def s3_query(store: Path, folder: Path, repeat: int) -> dict:
         began = time.perf_counter()
         client.upload_file(str(npy), "published", key)
         # the store without the shards of the train arrays, which this query never reads
-        files = [p for p in store.rglob("*") if p.is_file()
-                 and not p.relative_to(store).as_posix().startswith(("train_masks/c/", "train_margins/c/"))]
+        files = [
+            p
+            for p in store.rglob("*")
+            if p.is_file() and not p.relative_to(store).as_posix().startswith(("train_masks/c/", "train_margins/c/"))
+        ]
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda p: client.upload_file(str(p), "stores", f"bench.zarr/{p.relative_to(store).as_posix()}"), files))
+            list(
+                pool.map(
+                    lambda p: client.upload_file(str(p), "stores", f"bench.zarr/{p.relative_to(store).as_posix()}"),
+                    files,
+                )
+            )
         upload_s = time.perf_counter() - began
         options = {"endpoint_url": endpoint}
         url = "s3://stores/bench.zarr"
@@ -422,7 +485,9 @@ def s3_query(store: Path, folder: Path, repeat: int) -> dict:
             return ds["test_margins"][:, j].values
 
         def zarr_read(j):
-            return zarr.open_array(FsspecStore.from_url(f"{url}/test_margins", storage_options=options, read_only=True), mode="r")[:, j]
+            return zarr.open_array(
+                FsspecStore.from_url(f"{url}/test_margins", storage_options=options, read_only=True), mode="r"
+            )[:, j]
 
         def download(j):
             with tempfile.TemporaryDirectory(dir=store.parent) as tmp:
@@ -437,9 +502,14 @@ def s3_query(store: Path, folder: Path, repeat: int) -> dict:
             parts = fs.cat_ranges([f"published/{key}"] * RANGED_ROWS, starts, [s + 2 for s in starts])
             return np.frombuffer(b"".join(parts), dtype=np.float16)
 
-        ways = {"store: open + read": store_open_read, "store: read (opened)": store_read,
-                "plain zarr: open + read": zarr_read, "npy: boto3 download_file": download,
-                "npy: one GET into memory": get, f"npy: ranged read per row ({RANGED_ROWS} rows)": ranged}
+        ways = {
+            "store: open + read": store_open_read,
+            "store: read (opened)": store_read,
+            "plain zarr: open + read": zarr_read,
+            "npy: boto3 download_file": download,
+            "npy: one GET into memory": get,
+            f"npy: ranged read per row ({RANGED_ROWS} rows)": ranged,
+        }
         seconds: dict[str, list[float]] = {w: [] for w in ways}
         for _ in tqdm(range(repeat), desc="S3 query"):
             for way, fn in ways.items():
@@ -452,8 +522,14 @@ def s3_query(store: Path, folder: Path, repeat: int) -> dict:
         ranged_all = best[f"npy: ranged read per row ({RANGED_ROWS} rows)"] * models / RANGED_ROWS
         naive_best = min(best["npy: boto3 download_file"], best["npy: one GET into memory"], ranged_all)
         return {
-            "models": models, "n_test": n_test, "npy_bytes": npy.stat().st_size, "upload_seconds": upload_s,
-            "seconds": seconds, "best_seconds": best, "ranged_all_rows_estimate": ranged_all, "npy_best": naive_best,
+            "models": models,
+            "n_test": n_test,
+            "npy_bytes": npy.stat().st_size,
+            "upload_seconds": upload_s,
+            "seconds": seconds,
+            "best_seconds": best,
+            "ranged_all_rows_estimate": ranged_all,
+            "npy_best": naive_best,
             "speedup_open_read": naive_best / best["store: open + read"],
             "speedup_read": naive_best / best["store: read (opened)"],
         }
@@ -470,11 +546,10 @@ def plot(results: dict, max_memory: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from dmstore.plan import parse_size
+    from dmstore.conversion.plan import parse_size
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, run in results["runs"].items():
+    for _label, run in results["runs"].items():
         for method, style in (("dmstore", "-"), ("naive", ":")):
             t, rss = zip(*run["timelines"][method])
             ax.plot(t, np.array(rss) / 1e9, style, label=f"{method}, {run['source_bytes'] / 1e9:.1f} GB source")
@@ -491,28 +566,39 @@ def report(results: dict) -> None:
     for run in results["runs"].values():
         for m in METHODS:
             runs = " ".join(f"{s:.1f}" for s in run["seconds"][m])
-            print(f"{run['source_bytes'] / 1e9:9.2f}G {m:>8} {run['best_seconds'][m]:8.2f} {run['gb_per_s'][m] * 1000:6.0f} "
-                  f"{run['peak_rss'][m] / 1e9:12.2f}   {runs}")
+            print(
+                f"{run['source_bytes'] / 1e9:9.2f}G {m:>8} {run['best_seconds'][m]:8.2f} "
+                f"{run['gb_per_s'][m] * 1000:6.0f} "
+                f"{run['peak_rss'][m] / 1e9:12.2f}   {runs}"
+            )
         print(f"{'':>10} dmstore = {run['vs_naive']:.2f}x naive, {run['vs_limit']:.2f}x limit")
     c = results["constants"]
-    print("\n== memory constants of dmstore.plan (measured vs plan)")
-    print(f"driver: idle {c['driver_idle'] / 2**20:.0f} MiB, peak {c['driver_peak'] / 2**20:.0f} MiB "
-          f"(DRIVER_BYTES {c['plan']['DRIVER_BYTES'] / 2**20:.0f} MiB)")
-    print(f"worker: idle {c['worker_idle'] / 2**20:.0f} MiB (WORKER_BYTES {c['plan']['WORKER_BYTES'] / 2**20:.0f} MiB), "
-          f"peak {c['worker_peak'] / 2**20:.0f} MiB with bands of {c['largest_band_bytes'] / 2**20:.0f} MiB: "
-          f"{c['band_memory_factor']:.2f} per band byte (BAND_MEMORY_FACTOR {c['plan']['BAND_MEMORY_FACTOR']})")
+    print("\n== memory constants of dmstore.conversion.plan (measured vs plan)")
+    print(
+        f"driver: idle {c['driver_idle'] / 2**20:.0f} MiB, peak {c['driver_peak'] / 2**20:.0f} MiB "
+        f"(DRIVER_BYTES {c['plan']['DRIVER_BYTES'] / 2**20:.0f} MiB)"
+    )
+    print(
+        f"worker: idle {c['worker_idle'] / 2**20:.0f} MiB (WORKER_BYTES {c['plan']['WORKER_BYTES'] / 2**20:.0f} MiB), "
+        f"peak {c['worker_peak'] / 2**20:.0f} MiB with bands of {c['largest_band_bytes'] / 2**20:.0f} MiB: "
+        f"{c['band_memory_factor']:.2f} per band byte (BAND_MEMORY_FACTOR {c['plan']['BAND_MEMORY_FACTOR']})"
+    )
     print("\n== compression of the store (dmstore info / zarr nbytes_stored)")
     for name, v in results["compression"].items():
         print(f"{name:14} {v['nbytes'] / 2**20:9.1f} MiB -> {v['stored'] / 2**20:9.1f} MiB  {v['ratio']:.3f}x")
     if "s3" in results:
         s3 = results["s3"]
-        print(f"\n== one test example across {s3['models']:,} models on moto S3 "
-              f"(test_margins {s3['models']:,} x {s3['n_test']:,}, .npy {s3['npy_bytes'] / 1e9:.2f} GB)")
+        print(
+            f"\n== one test example across {s3['models']:,} models on moto S3 "
+            f"(test_margins {s3['models']:,} x {s3['n_test']:,}, .npy {s3['npy_bytes'] / 1e9:.2f} GB)"
+        )
         for way, best in s3["best_seconds"].items():
             print(f"{way:32} {best:8.3f} s   runs: {' '.join(f'{s:.3f}' for s in s3['seconds'][way])}")
         print(f"ranged reads scaled to all {s3['models']:,} rows: {s3['ranged_all_rows_estimate']:.1f} s")
-        print(f"store vs best .npy way ({s3['npy_best']:.2f} s): {s3['speedup_open_read']:.1f}x (open + read), "
-              f"{s3['speedup_read']:.1f}x (read)")
+        print(
+            f"store vs best .npy way ({s3['npy_best']:.2f} s): {s3['speedup_open_read']:.1f}x (open + read), "
+            f"{s3['speedup_read']:.1f}x (read)"
+        )
 
 
 def main() -> None:
@@ -521,7 +607,9 @@ def main() -> None:
     parser.add_argument("--small", type=float, default=1.0, help="GB of the second source (0: none)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-memory", default="2GB")
-    parser.add_argument("--data", type=Path, default=Path("/work/bench-data"), help="sources and stores (outside the repo)")
+    parser.add_argument(
+        "--data", type=Path, default=Path("/work/bench-data"), help="sources and stores (outside the repo)"
+    )
     parser.add_argument("--no-s3", dest="s3", action="store_false", help="skip the S3 query")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
@@ -532,20 +620,26 @@ def main() -> None:
 
     work = args.data / "convert-work"
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"repeat": args.repeat, "max_memory": args.max_memory, "cores": os.cpu_count(),
-                     "command": " ".join(["python", "benchmarks/bench_convert.py", *sys.argv[1:]]), "runs": {}}
+    results: dict = {
+        "repeat": args.repeat,
+        "max_memory": args.max_memory,
+        "cores": os.cpu_count(),
+        "command": " ".join(["python", "benchmarks/bench_convert.py", *sys.argv[1:]]),
+        "runs": {},
+    }
     results["load_average_start"] = os.getloadavg()
     sizes = [s for s in (args.small, args.size) if s > 0]
     folders = {size: make_source(args.data, models_for(size)) for size in sizes}
     for size in sizes:
-        results["runs"][f"{size:g}GB"] = convert_runs(folders[size], work, args.repeat, args.max_memory,
-                                                      keep=work / f"store-{size:g}GB.zarr")
+        results["runs"][f"{size:g}GB"] = convert_runs(
+            folders[size], work, args.repeat, args.max_memory, keep=work / f"store-{size:g}GB.zarr"
+        )
     big = results["runs"][f"{args.size:g}GB"]
     store = work / f"store-{args.size:g}GB.zarr"
     workers = sum(p["role"] == "worker" for p in big["dmstore_processes"])
     results["constants"] = constants(work, big, workers)
     results["compression"] = compression(store)
-    from dmstore.info import describe
+    from dmstore.conversion.info import describe
 
     results["info"] = describe(str(store))
     if args.s3:

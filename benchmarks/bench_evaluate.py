@@ -35,10 +35,10 @@ def make_store(path: Path, n_eval: int, n_train: int, n_targets: int) -> None:
     import dask.array as da
     import xarray as xr
     import zarr
+    from dmstore.conversion.plan import plan_array
 
-    from dmstore.datamodels import write_datamodels
-    from dmstore.plan import plan_array
-    from dmstore.store import codec
+    from dmstore.io.datamodels import write_datamodels
+    from dmstore.io.store import codec
 
     models = FIT_MODELS + n_eval
     rng = da.random.default_rng(0)
@@ -53,8 +53,12 @@ def make_store(path: Path, n_eval: int, n_train: int, n_targets: int) -> None:
     split = np.where(np.arange(models) < FIT_MODELS, "fit", "eval").astype(object)
     ds = xr.Dataset(
         {"train_masks": (("model", "train"), masks), "test_margins": (("model", "test"), margins)},
-        coords={"model": np.arange(models), "split": ("model", split), "train": np.arange(n_train),
-                "test": np.arange(n_targets)},
+        coords={
+            "model": np.arange(models),
+            "split": ("model", split),
+            "train": np.arange(n_train),
+            "test": np.arange(n_targets),
+        },
         attrs={"dataset": "synthetic-cifar-width", "pct": 50},
     )
     encoding = {
@@ -68,7 +72,7 @@ def make_store(path: Path, n_eval: int, n_train: int, n_targets: int) -> None:
 
 
 def run_dmstore(path: str) -> dict:
-    from dmstore.evaluate import evaluate
+    from dmstore.analysis.evaluate import evaluate
 
     result = evaluate(path, write=False, progress=False)
     return {"lds": result.attrs["lds"], "spearman": result["spearman"].values.tolist()}
@@ -140,8 +144,10 @@ def main() -> None:
     for method, r in results.items():
         print(f"{method:<9}{r['seconds']:>9.1f}{r['peak_rss_gib']:>14.2f}{r['lds']:>10.5f}")
     d, n = results["dmstore"], results["numpy"]
-    print(f"ratios dmstore/numpy: time {d['seconds'] / n['seconds']:.2f}, "
-          f"memory {d['peak_rss_gib'] / n['peak_rss_gib']:.2f}; largest Spearman difference {diff:.1e}")
+    print(
+        f"ratios dmstore/numpy: time {d['seconds'] / n['seconds']:.2f}, "
+        f"memory {d['peak_rss_gib'] / n['peak_rss_gib']:.2f}; largest Spearman difference {diff:.1e}"
+    )
 
 
 if __name__ == "__main__":

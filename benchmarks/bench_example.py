@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from dmstore.example import HIDDEN, LR, STEPS, draw_model, load_digits_split, make_example, subset_size
+from dmstore.experiment.example import HIDDEN, LR, STEPS, draw_model, load_digits_split, make_example, subset_size
 
 
 def peak_rss_mb() -> float:
@@ -62,8 +62,10 @@ def main() -> None:
     parser.add_argument("--pct", type=int, default=50)
     args = parser.parse_args()
     rows = args.models + args.eval_models
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average at start {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average at start {os.getloadavg()[0]:.2f}"
+    )
 
     rss: dict[int, float] = {}
 
@@ -72,8 +74,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as out:
         began, cpu_began = time.perf_counter(), time.process_time()
-        folder = make_example(out, pct=args.pct, models=args.models, eval_models=args.eval_models,
-                              progress=True, on_batch=record)
+        folder = make_example(
+            out, pct=args.pct, models=args.models, eval_models=args.eval_models, progress=True, on_batch=record
+        )
         seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
         data = folder / "data"
         masks = np.load(data / f"train_masks_{args.pct}pct.npy")
@@ -92,15 +95,21 @@ def main() -> None:
     accuracy = (margins > 0).mean(axis=1)
     first = min(rss)
 
-    print(f"dmstore example, digits {args.pct}%: {rows} models in {seconds:.1f} s = {batched:.0f} models/min "
-          f"({batched_cpu:.0f} per 2 cores of CPU time; files {size_mb:.0f} MiB)")
-    print(f"per-model loop (nn.Sequential + Adam, {args.loop_models} models): {loop:.0f} models/min "
-          f"({loop_cpu:.0f} per 2 cores of CPU time); batched / loop = {batched / loop:.1f}x "
-          f"({batched_cpu / loop_cpu:.1f}x in CPU time)")
+    print(
+        f"dmstore example, digits {args.pct}%: {rows} models in {seconds:.1f} s = {batched:.0f} models/min "
+        f"({batched_cpu:.0f} per 2 cores of CPU time; files {size_mb:.0f} MiB)"
+    )
+    print(
+        f"per-model loop (nn.Sequential + Adam, {args.loop_models} models): {loop:.0f} models/min "
+        f"({loop_cpu:.0f} per 2 cores of CPU time); batched / loop = {batched / loop:.1f}x "
+        f"({batched_cpu / loop_cpu:.1f}x in CPU time)"
+    )
     print(f"peak RSS after {first} rows: {rss[first]:.0f} MiB; after {rows} rows: {rss[rows]:.0f} MiB")
     print(f"test accuracy per model: mean {accuracy.mean():.3f}, min {accuracy.min():.3f}, max {accuracy.max():.3f}")
-    print(f"difference-of-means datamodels ({fit} fit rows) on {args.eval_models} eval rows: "
-          f"mean Pearson {pearson:.3f}, mean Spearman {spearman:.3f} over {margins.shape[1]} test examples")
+    print(
+        f"difference-of-means datamodels ({fit} fit rows) on {args.eval_models} eval rows: "
+        f"mean Pearson {pearson:.3f}, mean Spearman {spearman:.3f} over {margins.shape[1]} test examples"
+    )
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -52,9 +52,9 @@ def make_store(path: Path, models: int, n_eval: int, n_train: int, n_targets: in
     import dask.array as da
     import xarray as xr
     import zarr
+    from dmstore.conversion.plan import plan_array
 
-    from dmstore.plan import plan_array
-    from dmstore.store import codec
+    from dmstore.io.store import codec
 
     total = models + n_eval
     masks_plan = plan_array("train_masks", (total, n_train), np.dtype(bool))
@@ -66,13 +66,18 @@ def make_store(path: Path, models: int, n_eval: int, n_train: int, n_targets: in
     masks = da.random.default_rng(1).random((total, n_train), chunks=(rows, n_train)) < 0.5
     margins = masks.map_blocks(
         lambda block, block_info=None: margins_of(block, drivers, effects, block_info[0]["chunk-location"][0]),
-        chunks=(masks.chunks[0], (n_targets,)), dtype=np.float16,
+        chunks=(masks.chunks[0], (n_targets,)),
+        dtype=np.float16,
     )
     split = np.where(np.arange(total) < models, "fit", "eval").astype(object)
     ds = xr.Dataset(
         {"train_masks": (("model", "train"), masks), "test_margins": (("model", "test"), margins)},
-        coords={"model": np.arange(total), "split": ("model", split), "train": np.arange(n_train),
-                "test": np.arange(n_targets)},
+        coords={
+            "model": np.arange(total),
+            "split": ("model", split),
+            "train": np.arange(n_train),
+            "test": np.arange(n_targets),
+        },
         attrs={"dataset": "synthetic-nonlinear", "pct": 50},
     )
     encoding = {
@@ -97,12 +102,27 @@ def run_dmstore(path: str, out: str, scheduler: str | None) -> dict:
     from dmstore.fitting.fit import fit
 
     before = psutil.Process().memory_info().rss
-    result = fit(path, overwrite=True, recompute=True, progress=False, scheduler=scheduler, lambdas=LAMBDAS, lambda_ratio=RATIO,
-                 tol=TOL, val_models=VAL)
+    result = fit(
+        path,
+        overwrite=True,
+        recompute=True,
+        progress=False,
+        scheduler=scheduler,
+        lambdas=LAMBDAS,
+        lambda_ratio=RATIO,
+        tol=TOL,
+        val_models=VAL,
+    )
     np.savez(out, weight=result["weight"].values, bias=result["bias"].values, lam=result["lam"].values)
     a = result.attrs
-    return {"seconds_pass": a["seconds_pass"], "seconds_path": a["seconds_path"], "targets": a["n_targets"],
-            "mean_nonzeros": a["mean_nonzeros"], "not_converged": a["not_converged"], "rss_before_mib": before / 2**20}
+    return {
+        "seconds_pass": a["seconds_pass"],
+        "seconds_path": a["seconds_path"],
+        "targets": a["n_targets"],
+        "mean_nonzeros": a["mean_nonzeros"],
+        "not_converged": a["not_converged"],
+        "rss_before_mib": before / 2**20,
+    }
 
 
 def run_sklearn_best(path: str, out: str, n_targets: int, threads: int) -> dict:
@@ -141,8 +161,16 @@ def run_sklearn_best(path: str, out: str, n_targets: int, threads: int) -> dict:
         best = int(np.argmin(val_mse))
         y_all = margins[:, t] - margins[:, t].mean()
         coef_init = coefs[:, best] * scale_all / scale  # the same raw weights in the new standardisation
-        _, refit, _ = lasso_path(z_all, y_all, alphas=[alphas[best]], precompute=gram_all, Xy=z_all.T @ y_all,
-                                 coef_init=coef_init, tol=TOL, check_input=False)
+        _, refit, _ = lasso_path(
+            z_all,
+            y_all,
+            alphas=[alphas[best]],
+            precompute=gram_all,
+            Xy=z_all.T @ y_all,
+            coef_init=coef_init,
+            tol=TOL,
+            check_input=False,
+        )
         weight = refit[:, 0] / scale_all
         return weight, margins[:, t].mean() - mean_all @ weight
 
@@ -150,8 +178,13 @@ def run_sklearn_best(path: str, out: str, n_targets: int, threads: int) -> dict:
     done = time.perf_counter()
     weight = np.stack([w for w, _ in results], axis=1)
     np.savez(out, weight=weight, bias=np.array([b for _, b in results]))
-    return {"seconds_load": loaded - began, "seconds_gram": shared - loaded, "seconds_targets": done - shared,
-            "targets": n_targets, "mean_nonzeros": float((weight != 0).sum(axis=0).mean())}
+    return {
+        "seconds_load": loaded - began,
+        "seconds_gram": shared - loaded,
+        "seconds_targets": done - shared,
+        "targets": n_targets,
+        "mean_nonzeros": float((weight != 0).sum(axis=0).mean()),
+    }
 
 
 def run_lassocv(path: str, out: str, n_targets: int) -> dict:
@@ -208,7 +241,7 @@ def measure(argv: list[str]) -> dict:
 def scores(path: str, result: str, n_targets: int) -> dict:
     """Mean Pearson and Spearman over targets of predicted vs true margins on the evaluation models."""
     import dmstore
-    from dmstore.evaluate import target_scores
+    from dmstore.analysis.evaluate import target_scores
 
     ds = dmstore.open(path)
     rows = np.flatnonzero(ds["split"].values == "eval")
@@ -226,21 +259,30 @@ def compare(args: argparse.Namespace, out: Path) -> dict:
     runs = {
         "dmstore": ["dmstore", str(store), str(out / "dmstore.npz")],
         "dmstore (local Dask cluster)": ["dmstore", str(store), str(out / "dmstore-dask.npz"), "--scheduler", "local"],
-        "sklearn-best": ["sklearn-best", str(store), str(out / "sklearn-best.npz"), "--n", str(args.sklearn_targets),
-                         "--threads", "2"],
+        "sklearn-best": [
+            "sklearn-best",
+            str(store),
+            str(out / "sklearn-best.npz"),
+            "--n",
+            str(args.sklearn_targets),
+            "--threads",
+            "2",
+        ],
         "LassoCV": ["LassoCV", str(store), str(out / "lassocv.npz"), "--n", str(args.lassocv_targets)],
     }
-    report = {"store": {"models": args.models, "eval_models": args.eval_models, "train": args.train,
-                        "targets": args.targets},
-              "load_average": os.getloadavg()}
+    report = {
+        "store": {"models": args.models, "eval_models": args.eval_models, "train": args.train, "targets": args.targets},
+        "load_average": os.getloadavg(),
+    }
     for name, argv in runs.items():
         print(f"running {name} ...", flush=True)
         report[name] = measure(argv)
         print(f"  {report[name]}", flush=True)
     # held-out quality of each method on the same first k targets
     report["held_out"] = {
-        f"first {k} targets": {name: scores(str(store), argv[2], k) for name, argv in runs.items()
-                               if report[name]["targets"] >= k}
+        f"first {k} targets": {
+            name: scores(str(store), argv[2], k) for name, argv in runs.items() if report[name]["targets"] >= k
+        }
         for k in sorted({args.lassocv_targets, args.sklearn_targets, args.targets})
     }
     per_target = {
@@ -272,10 +314,16 @@ def scaling(args: argparse.Namespace, out: Path) -> dict:
         if not store.exists():
             make_store(store, size["models"], 100, size["train"], size["targets"])
         result = measure(["dmstore", str(store), str(out / "scale.npz")])
-        rows.append({**size, "seconds": result["seconds_pass"] + result["seconds_path"],
-                     "seconds_pass": result["seconds_pass"], "seconds_path": result["seconds_path"],
-                     "data_mib": result["peak_rss_mib"] - result["rss_before_mib"],
-                     "estimate_mib": plan_fit(size["train"], size["models"], 2048, 256, 8 * 2**30).peak / 2**20})
+        rows.append(
+            {
+                **size,
+                "seconds": result["seconds_pass"] + result["seconds_path"],
+                "seconds_pass": result["seconds_pass"],
+                "seconds_path": result["seconds_path"],
+                "data_mib": result["peak_rss_mib"] - result["rss_before_mib"],
+                "estimate_mib": plan_fit(size["train"], size["models"], 2048, 256, 8 * 2**30).peak / 2**20,
+            }
+        )
         print(f"  {rows[-1]}", flush=True)
     logs = np.log([[r["models"], r["train"], r["targets"]] for r in rows])
     design = np.column_stack([np.ones(len(rows)), logs])
@@ -301,8 +349,12 @@ def plot_scaling(rows: list[dict], fits: dict, path: Path) -> None:
         xs = [r[key] for r in sel]
         for metric, style, name in (("seconds", "o-", "pass + path (s)"), ("seconds_path", "s--", "path (s)")):
             ax.loglog(xs, [r[metric] for r in sel], style, label=f"{name}, ~{label}^{fits[metric][label]:.2f}")
-        ax.loglog(xs, [r["data_mib"] / 100 for r in sel], "^:",
-                  label=f"peak RSS above baseline (100 MiB), ~{label}^{fits['data_mib'][label]:.2f}")
+        ax.loglog(
+            xs,
+            [r["data_mib"] / 100 for r in sel],
+            "^:",
+            label=f"peak RSS above baseline (100 MiB), ~{label}^{fits['data_mib'][label]:.2f}",
+        )
         ax.loglog(xs, [r["estimate_mib"] / 100 for r in sel], "x", color="gray", label="plan_fit peak (100 MiB)")
         ax.set_xlabel(f"{label} ({key})")
         ax.legend(fontsize=8)
@@ -327,8 +379,12 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=256, help="targets T fitted by dmstore (default: %(default)s)")
     parser.add_argument("--sklearn-targets", type=int, default=64, help="targets timed for sklearn-best")
     parser.add_argument("--lassocv-targets", type=int, default=2, help="targets timed for LassoCV")
-    parser.add_argument("--part", choices=("compare", "scaling", "all"), default="all",
-                        help="side-by-side comparison, scaling in M, N, T, or both (default: %(default)s)")
+    parser.add_argument(
+        "--part",
+        choices=("compare", "scaling", "all"),
+        default="all",
+        help="side-by-side comparison, scaling in M, N, T, or both (default: %(default)s)",
+    )
     parser.add_argument("--out", default="bench-out/fit", help="working folder (default: %(default)s)")
     args = parser.parse_args()
     if args.child:

@@ -25,7 +25,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -54,8 +53,9 @@ def measure(cmd: list[str], log: Path) -> dict:
     return {"seconds": round(time.perf_counter() - start, 1), "peak_gib": round(peak / 2**30, 2)}
 
 
-def make_source(root: Path, n_train: int, models: int, eval_models: int, targets: int, support: int,
-                seed: int = 0) -> dict:
+def make_source(
+    root: Path, n_train: int, models: int, eval_models: int, targets: int, support: int, seed: int = 0
+) -> dict:
     """Write the layout; return the planted supports."""
     rng = np.random.default_rng(seed)
     folder = root / "wide" / "data"
@@ -134,8 +134,21 @@ def main() -> None:
     planted = make_source(out / "source", args.train, args.models, args.eval_models, args.targets, args.support)
     results: dict = {"shape": vars(args)}
     results["convert"] = measure(
-        [str(BIN / "dmstore"), "convert", str(out / "source"), str(store), "--dataset", "wide", "--pct", "50",
-         "--eval-rows", str(args.eval_models), "--no-progress"], out / "convert.log")
+        [
+            str(BIN / "dmstore"),
+            "convert",
+            str(out / "source"),
+            str(store),
+            "--dataset",
+            "wide",
+            "--pct",
+            "50",
+            "--eval-rows",
+            str(args.eval_models),
+            "--no-progress",
+        ],
+        out / "convert.log",
+    )
     fit_cmd = [str(BIN / "dmstore"), "fit", str(store), "--targets", f"0:{args.targets}", "--no-progress"]
     results["fit"] = measure(fit_cmd, out / "fit.log")
     import dmstore

@@ -1,1 +1,3 @@
-"""What describes the published data: the catalogue (``catalog.toml``) and how it is read."""
+"""The conversion layer (``dmstore.conversion``): the catalogue of the published data
+(``catalog.toml``), planning, ``convert``, ``verify``, ``info`` and ``.pt`` datamodels in and
+out. Imports ``dmstore.io`` only."""

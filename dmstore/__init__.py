@@ -4,19 +4,28 @@ from __future__ import annotations
 
 # The Python API: one function per command. No function shadows a module: the modules live in
 # the layer packages (``dmstore.fitting.fit`` holds ``fit``).
-import dmstore.accessor  # noqa: F401  (registers the ``ds.dm`` accessor)
+import dmstore.analysis.accessor  # noqa: F401  (registers the ``ds.dm`` accessor)
 from dmstore._version import __version__
-from dmstore.convert import convert
-from dmstore.datamodels import read_datamodels, write_datamodels
-from dmstore.dataset import open
+from dmstore.analysis.evaluate import evaluate
+from dmstore.analysis.stats import stats
+from dmstore.conversion.convert import convert
+from dmstore.conversion.verify import verify
 from dmstore.errors import DmstoreError
-from dmstore.evaluate import evaluate
-from dmstore.example import make_example
+from dmstore.experiment.example import make_example
 from dmstore.fitting.fit import fit
-from dmstore.stats import stats
-from dmstore.verify import verify
+from dmstore.io.datamodels import read_datamodels, write_datamodels
+from dmstore.io.dataset import open
 
 __all__ = [
-    "DmstoreError", "__version__", "convert", "evaluate", "fit", "make_example", "open",
-    "read_datamodels", "stats", "verify", "write_datamodels",
+    "DmstoreError",
+    "__version__",
+    "convert",
+    "evaluate",
+    "fit",
+    "make_example",
+    "open",
+    "read_datamodels",
+    "stats",
+    "verify",
+    "write_datamodels",
 ]

@@ -19,7 +19,7 @@ import xarray as xr
 import zarr
 from matplotlib.image import imread
 
-from dmstore.datamodels import write_datamodels
+from dmstore.io.datamodels import write_datamodels
 
 ROOT = Path(tempfile.mkdtemp(prefix="dmstore-analysis-"))
 atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
@@ -61,16 +61,28 @@ def synthetic_store(models: int = 700, n_train: int = 120, n_test: int = 40) -> 
     zarr.consolidate_metadata(str(path))
     test_weight = weight[:, TEST_TARGETS] + 0.1 * rng.standard_normal((n_train, TEST_TARGETS.size)).astype(np.float32)
     test_weight[:, 4] = 0  # a target whose predictions are constant: no correlation
-    write_datamodels(str(path), "test", test_weight, bias[TEST_TARGETS], np.full(TEST_TARGETS.size, 0.01),
-                     targets=TEST_TARGETS)
+    write_datamodels(
+        str(path), "test", test_weight, bias[TEST_TARGETS], np.full(TEST_TARGETS.size, 0.01), targets=TEST_TARGETS
+    )
     train_targets = np.arange(0, n_train, 10)
     train_weight = rng.standard_normal((n_train, train_targets.size)).astype(np.float32) * 0.1
     train_weight[train_targets, np.arange(train_targets.size)] = 2.0  # an example helps itself
-    write_datamodels(str(path), "train", train_weight, np.zeros(train_targets.size), np.zeros(train_targets.size),
-                     targets=train_targets)
+    write_datamodels(
+        str(path),
+        "train",
+        train_weight,
+        np.zeros(train_targets.size),
+        np.zeros(train_targets.size),
+        targets=train_targets,
+    )
     arrays = {
-        "masks": masks, "test_margins": test_margins, "train_margins": train_margins, "split": split,
-        "test_weight": test_weight, "test_bias": bias[TEST_TARGETS], "train_targets": train_targets,
+        "masks": masks,
+        "test_margins": test_margins,
+        "train_margins": train_margins,
+        "split": split,
+        "test_weight": test_weight,
+        "test_bias": bias[TEST_TARGETS],
+        "train_targets": train_targets,
         "train_weight": train_weight,
     }
     return path, arrays
@@ -88,8 +100,9 @@ def ridge(masks: np.ndarray, margins: np.ndarray, lam: float = 10.0) -> tuple[np
 @functools.cache
 def example_store() -> Path:
     """Real data: 300 MLPs on digits (150 fit, 150 eval) converted, with ridge test datamodels."""
-    from dmstore.convert import convert
-    from dmstore.example import make_example
+    from dmstore.conversion.convert import convert
+
+    from dmstore.experiment.example import make_example
 
     folder = make_example(ROOT / "example", "digits", pct=50, models=150, eval_models=150, progress=False)
     path = ROOT / "example.zarr"

@@ -20,9 +20,16 @@ def s3_endpoint():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_ENDPOINT_URL_S3=endpoint)
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_S3=endpoint,
+    )
     yield endpoint
     for key, value in saved.items():
         if value is None:
@@ -37,8 +44,16 @@ def s3_client(s3_endpoint):
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
 
-def write_layout(root: Path, dataset: str = "toy", pct: int = 50, models: int = 5000, n_train: int = 700,
-                 n_test: int = 300, seed: int = 0, logits: bool = False) -> dict[str, np.ndarray]:
+def write_layout(
+    root: Path,
+    dataset: str = "toy",
+    pct: int = 50,
+    models: int = 5000,
+    n_train: int = 700,
+    n_test: int = 300,
+    seed: int = 0,
+    logits: bool = False,
+) -> dict[str, np.ndarray]:
     """Write matrices in the bucket's layout under ``root``; return them by store name."""
     rng = np.random.default_rng(seed)
     arrays = {
@@ -77,7 +92,7 @@ def layout(tmp_path):
 @pytest.fixture(scope="session")
 def example_source(tmp_path_factory) -> Path:
     """A small real example (``dmstore example``): 900 trained models + 300 evaluation models."""
-    from dmstore.example import make_example
+    from dmstore.experiment.example import make_example
 
     out = tmp_path_factory.mktemp("example")
     make_example(out, "digits", pct=50, models=900, eval_models=300, seed=0, progress=False)

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmstore
+from dmstore.analysis.predict import SUB_BAND, predict, predict_band
 from dmstore.errors import DmstoreError
-from dmstore.predict import SUB_BAND, predict, predict_band
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,12 @@ def test_predict_numpy_one_subset_and_lazy_xarray(store):
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(0, 2 * SUB_BAND + 3), n_train=st.integers(1, 7), n_targets=st.integers(1, 4),
-       seed=st.integers(0, 2**31))
+@given(
+    rows=st.integers(0, 2 * SUB_BAND + 3),
+    n_train=st.integers(1, 7),
+    n_targets=st.integers(1, 4),
+    seed=st.integers(0, 2**31),
+)
 def test_predict_band_matches_matmul(rows, n_train, n_targets, seed):
     rng = np.random.default_rng(seed)
     masks = rng.random((rows, n_train)) < 0.5
@@ -87,8 +91,12 @@ def test_predict_band_matches_matmul(rows, n_train, n_targets, seed):
     bias = rng.standard_normal(n_targets).astype(np.float32)
     expected = masks.astype(np.float64) @ weight + bias
     np.testing.assert_allclose(predict_band(masks, weight, bias), expected, rtol=1e-5, atol=1e-5)
-    lazy = predict(da.from_array(masks, chunks=(max(rows // 3, 1), 2)), da.from_array(weight, chunks=(3, 1)),
-                   da.from_array(bias, chunks=1), target_chunk=2)
+    lazy = predict(
+        da.from_array(masks, chunks=(max(rows // 3, 1), 2)),
+        da.from_array(weight, chunks=(3, 1)),
+        da.from_array(bias, chunks=1),
+        target_chunk=2,
+    )
     np.testing.assert_allclose(lazy.compute(), expected, rtol=1e-5, atol=1e-5)
 
 

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import BUCKET, upload, write_layout
+from dmstore.conversion.convert import convert
+from dmstore.conversion.verify import verify
 
 import dmstore
 from dmstore.cli import main
-from dmstore.convert import convert
 from dmstore.errors import DmstoreError
-from dmstore.source import Source
-from dmstore.verify import verify
-
-from conftest import BUCKET, upload, write_layout
+from dmstore.io.source import Source
 
 
 def assert_store_equals(path, arrays: dict[str, np.ndarray], rows=slice(None)):
@@ -53,7 +52,16 @@ def test_model_range_and_logits(tmp_path):
     root = tmp_path / "source"
     arrays = write_layout(root, models=3000, n_train=300, n_test=200, logits=True)
     dest = str(tmp_path / "part.zarr")
-    convert(str(root), dest, "toy", 50, arrays=("masks", "margins", "logits"), models="700:2900", eval_rows=500, progress=False)
+    convert(
+        str(root),
+        dest,
+        "toy",
+        50,
+        arrays=("masks", "margins", "logits"),
+        models="700:2900",
+        eval_rows=500,
+        progress=False,
+    )
     assert_store_equals(dest, arrays, slice(700, 2900))
     ds = dmstore.open(dest)
     np.testing.assert_array_equal(ds.model.values, np.arange(700, 2900))
@@ -127,7 +135,7 @@ def test_corruption_is_detected_named_and_repaired(layout, tmp_path, capsys, dam
         shard.write_bytes(raw[: len(raw) // 2])
     if damage != "delete":  # reading damaged data fails loudly instead of returning wrong numbers
         with pytest.raises(Exception, match="checksum|Checksum|decompress|index|size"):
-            dmstore.open(str(dest)).test_margins.values
+            dmstore.open(str(dest)).test_margins.compute()
     assert main(["verify", str(dest), "--no-progress"]) == 1
     assert "DAMAGED test_margins models 2048:4096" in capsys.readouterr().out
     convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)  # resume repairs from the source
@@ -136,7 +144,7 @@ def test_corruption_is_detected_named_and_repaired(layout, tmp_path, capsys, dam
 
 
 def test_a_second_convert_into_a_busy_store_refuses(layout, tmp_path, capsys):
-    from dmstore.lock import store_lock
+    from dmstore.io.lock import store_lock
 
     root, _ = layout
     dest = tmp_path / "busy.zarr"
@@ -152,7 +160,13 @@ def test_a_stale_lock_is_taken_over(layout, tmp_path):
     dest = tmp_path / "stale.zarr"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (dest / "_dmstore/locks").mkdir(parents=True)
-    lock = {"host": socket.gethostname(), "pid": int(dead.stdout), "token": "x", "what": "crashed", "heartbeat": time.time()}
+    lock = {
+        "host": socket.gethostname(),
+        "pid": int(dead.stdout),
+        "token": "x",
+        "what": "crashed",
+        "heartbeat": time.time(),
+    }
     (dest / "_dmstore/locks/convert.json").write_text(json.dumps(lock))
     convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
     assert_store_equals(str(dest), arrays)
@@ -162,7 +176,10 @@ def test_a_stale_lock_is_taken_over(layout, tmp_path):
 def test_dry_run_reads_no_data_and_writes_nothing(layout, tmp_path, capsys):
     root, _ = layout
     dest = tmp_path / "dry.zarr"
-    assert main([ "convert", str(root), str(dest), "--dataset", "toy", "--pct", "50", "--eval-rows", "1000", "--dry-run"]) == 0
+    assert (
+        main(["convert", str(root), str(dest), "--dataset", "toy", "--pct", "50", "--eval-rows", "1000", "--dry-run"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train_masks" in out and "store about" in out and "dry run" in out
     assert not dest.exists()
@@ -180,9 +197,11 @@ def test_datamodels_round_trip_through_pt(layout, tmp_path):
     torch = pytest.importorskip("torch")
     root, _ = layout
     rng = np.random.default_rng(1)
-    published = {"weight": torch.from_numpy(rng.standard_normal((700, 300)).astype(np.float32)),
-                 "bias": torch.from_numpy(rng.standard_normal(300).astype(np.float32)),
-                 "lam": torch.from_numpy(rng.random(300).astype(np.float32))}
+    published = {
+        "weight": torch.from_numpy(rng.standard_normal((700, 300)).astype(np.float32)),
+        "bias": torch.from_numpy(rng.standard_normal(300).astype(np.float32)),
+        "lam": torch.from_numpy(rng.random(300).astype(np.float32)),
+    }
     (root / "toy/datamodels").mkdir()
     torch.save(published, root / "toy/datamodels/test_50pct.pt")
     dest = str(tmp_path / "dm.zarr")
@@ -199,6 +218,7 @@ def test_datamodels_round_trip_through_pt(layout, tmp_path):
 
 # ---- bad input: one clear line, exit code 2, nothing trusted left behind ----
 
+
 def cli_error(capsys, argv) -> str:
     code = main(argv)
     err = capsys.readouterr().err.strip()
@@ -208,7 +228,19 @@ def cli_error(capsys, argv) -> str:
 
 
 def convert_args(root, dest, *extra):
-    return ["convert", str(root), str(dest), "--dataset", "toy", "--pct", "50", "--eval-rows", "1000", "--no-progress", *extra]
+    return [
+        "convert",
+        str(root),
+        str(dest),
+        "--dataset",
+        "toy",
+        "--pct",
+        "50",
+        "--eval-rows",
+        "1000",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_missing_key(layout, tmp_path, capsys):

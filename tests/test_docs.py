@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import upload, write_layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +60,9 @@ def test_snippets_run(path, published_bucket, tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__main__"}
     for language, code in blocks:
         if language == "bash":
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], env=env, capture_output=True, text=True, timeout=900)
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", code], env=env, capture_output=True, text=True, timeout=900
+            )
             assert done.returncode == 0, f"{path.name}:\n{code}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         else:
             exec(compile(code, f"{path.name}:python", "exec"), namespace)

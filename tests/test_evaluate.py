@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
+from dmstore.analysis.evaluate import BYTES_PER_CELL, evaluate, target_batch, target_scores
 from dmstore.cli import main
-from dmstore.cluster import dask_client
-from dmstore.datamodels import write_datamodels
 from dmstore.errors import DmstoreError
-from dmstore.evaluate import BYTES_PER_CELL, evaluate, target_batch, target_scores
+from dmstore.io.cluster import dask_client
+from dmstore.io.datamodels import write_datamodels
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,9 @@ def test_evaluate_matches_scipy_in_target_batches(client, tmp_path):
     memory = 4 * (BYTES_PER_CELL * int(eval_rows.sum()) + 4 * arrays["masks"].shape[1])
     result = evaluate(path, scheduler=client, plot=tmp_path / "eval.png", memory=memory, progress=False)
     spearman, pearson, mse = reference_scores(
-        arrays["masks"][eval_rows], arrays["test_weight"], arrays["test_bias"],
+        arrays["masks"][eval_rows],
+        arrays["test_weight"],
+        arrays["test_bias"],
         arrays["test_margins"][eval_rows][:, TEST_TARGETS],
     )
     np.testing.assert_array_equal(result["target"], TEST_TARGETS)
@@ -108,7 +110,8 @@ def test_evaluate_matches_scipy_in_target_batches(client, tmp_path):
     np.testing.assert_allclose(result["true"].sel(sample=sample), arrays["test_margins"][eval_rows, sample])
     np.testing.assert_allclose(
         result["predicted"].sel(sample=sample),
-        arrays["masks"][eval_rows] @ arrays["test_weight"][:, column] + arrays["test_bias"][column], rtol=1e-5,
+        arrays["masks"][eval_rows] @ arrays["test_weight"][:, column] + arrays["test_bias"][column],
+        rtol=1e-5,
     )
     stored = xr.open_zarr(path, group="evaluation/test")
     np.testing.assert_allclose(stored["spearman"], result["spearman"])
@@ -121,7 +124,9 @@ def test_evaluate_train_datamodels(client):
     eval_rows = arrays["split"] == "eval"
     result = evaluate(path, "train", scheduler=client, write=False, progress=False)
     spearman, _, mse = reference_scores(
-        arrays["masks"][eval_rows], arrays["train_weight"], 0.0,
+        arrays["masks"][eval_rows],
+        arrays["train_weight"],
+        0.0,
         arrays["train_margins"][eval_rows][:, arrays["train_targets"]],
     )
     np.testing.assert_allclose(result["spearman"], spearman, rtol=1e-6)
@@ -135,7 +140,9 @@ def test_evaluate_real_example_on_worker_processes(client, tmp_path):
     eval_rows = ds["split"].values == "eval"
     result = evaluate(str(path), scheduler=client, plot=tmp_path / "example.png", progress=False)
     spearman, pearson, mse = reference_scores(
-        ds["train_masks"].values[eval_rows], dm["weight"].values, dm["bias"].values,
+        ds["train_masks"].values[eval_rows],
+        dm["weight"].values,
+        dm["bias"].values,
         ds["test_margins"].values[eval_rows],
     )
     assert result.attrs["n_targets"] == 797 and result.attrs["n_eval_models"] == 150
@@ -153,12 +160,24 @@ def test_cli_prints_the_lds(client, tmp_path, capsys):
     path, arrays = synthetic_store()
     eval_rows = arrays["split"] == "eval"
     spearman, _, _ = reference_scores(
-        arrays["masks"][eval_rows], arrays["test_weight"], arrays["test_bias"],
+        arrays["masks"][eval_rows],
+        arrays["test_weight"],
+        arrays["test_bias"],
         arrays["test_margins"][eval_rows][:, TEST_TARGETS],
     )
     plot = tmp_path / "cli.png"
-    code = main(["evaluate", str(path), "--plot", str(plot), "--no-write", "--no-progress",
-                 "--scheduler", client.cluster.scheduler_address])
+    code = main(
+        [
+            "evaluate",
+            str(path),
+            "--plot",
+            str(plot),
+            "--no-write",
+            "--no-progress",
+            "--scheduler",
+            client.cluster.scheduler_address,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert float(out.split("evaluation models): ")[1].split()[0]) == pytest.approx(np.nanmean(spearman), abs=1e-4)
@@ -174,8 +193,14 @@ def test_missing_pieces_are_one_line_errors(client, tmp_path, capsys):
         evaluate(tmp_path / "plain.zarr", scheduler=client, progress=False)
     all_fit = np.full(ds.sizes["model"], "fit", dtype=object)
     ds.assign_coords(split=("model", all_fit)).to_zarr(tmp_path / "fit.zarr", zarr_format=3)
-    write_datamodels(str(tmp_path / "fit.zarr"), "test", arrays["test_weight"], arrays["test_bias"],
-                     arrays["test_bias"], targets=TEST_TARGETS)
+    write_datamodels(
+        str(tmp_path / "fit.zarr"),
+        "test",
+        arrays["test_weight"],
+        arrays["test_bias"],
+        arrays["test_bias"],
+        targets=TEST_TARGETS,
+    )
     with pytest.raises(DmstoreError, match="no models as 'eval'"):
         evaluate(tmp_path / "fit.zarr", scheduler=client, progress=False)
     assert main(["evaluate", str(tmp_path / "nowhere.zarr"), "--no-plot"]) == 2

@@ -13,7 +13,7 @@ from scipy.stats import rankdata
 
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
-from dmstore.example import (
+from dmstore.experiment.example import (
     BATCH_MODELS,
     KINDS,
     draw_model,

@@ -7,14 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import upload, write_layout
+from dmstore.conversion.convert import convert
+from faulty_proxy import FAULTS, FaultyProxy
 
 from dmstore.cli import main
-from dmstore.convert import convert
 from dmstore.errors import DmstoreError
-from dmstore.source import Source
-
-from conftest import upload, write_layout
-from faulty_proxy import FAULTS, FaultyProxy
+from dmstore.io.source import Source
 
 BUCKET = "flaky-bucket"
 
@@ -49,7 +48,18 @@ def test_persistent_failure_stops_clearly_and_resumes(flaky_source, s3_endpoint,
     assert "failed 3 times" in message and "run the same command again to resume" in message
     recorded = list(dest.glob("_dmstore/bands/*/*.json"))
     assert 0 < len(recorded) < 15  # some bands done, none of the failed ones recorded
-    argv = ["convert", f"s3://{BUCKET}", str(dest), "--dataset", "toy", "--pct", "50", "--eval-rows", "1000", "--no-progress"]
+    argv = [
+        "convert",
+        f"s3://{BUCKET}",
+        str(dest),
+        "--dataset",
+        "toy",
+        "--pct",
+        "50",
+        "--eval-rows",
+        "1000",
+        "--no-progress",
+    ]
     assert main([*argv, "--endpoint-url", s3_endpoint]) == 0  # healthy again: the resume finishes
     ds = xr.open_zarr(dest, zarr_format=3)
     for name, array in flaky_source.items():

@@ -13,15 +13,14 @@ import zarr
 from sklearn.linear_model import Lasso, lasso_path
 
 import dmstore
-
+from dmstore.analysis.evaluate import target_scores
 from dmstore.cli import main
-from dmstore.cluster import dask_client
-from dmstore.datamodels import read_datamodels
 from dmstore.errors import DmstoreError
-from dmstore.evaluate import target_scores
 from dmstore.fitting import solver
 from dmstore.fitting.fit import fit, target_blocks, target_columns, validation_count
 from dmstore.fitting.moments import Moments, in_memory
+from dmstore.io.cluster import dask_client
+from dmstore.io.datamodels import read_datamodels
 
 SHARD_ROWS = 64
 
@@ -104,15 +103,23 @@ def test_persisted_statistics_are_the_exact_moments_of_the_fit_and_validation_ro
         np.testing.assert_array_equal(got.xsum, expected.xsum)
         for name_ in ("xty", "ysum", "yy"):
             np.testing.assert_allclose(getattr(got, name_), getattr(expected, name_), rtol=1e-13)
-    from dmstore.info import describe
+    from dmstore.conversion.info import describe
 
     assert "moments/fit: statistics of 666 models, counts 40 x 40 (complete" in describe(path)
 
 
 def test_fit_writes_the_datamodels_of_the_in_memory_lasso(store, client):
     path, arrays = store
-    result = fit(path, targets=slice(2, 18), val_models=0.1, tol=1e-10, dtype="float64", target_batch=5,
-                 scheduler=client, progress=False)
+    result = fit(
+        path,
+        targets=slice(2, 18),
+        val_models=0.1,
+        tol=1e-10,
+        dtype="float64",
+        target_batch=5,
+        scheduler=client,
+        progress=False,
+    )
     stored = read_datamodels(path, "test")
     np.testing.assert_array_equal(stored["target"].values, np.arange(502, 518))
     np.testing.assert_array_equal(stored["weight"].values, result["weight"].values)
@@ -172,10 +179,13 @@ def test_target_ranges_fill_one_group_and_an_interrupted_fit_finishes_the_same(s
         fit(path, target_batch=4, progress=False)
     monkeypatch.setattr(solver, "refit", original)
     # blocks 0:4, 4:6 (first call), 6:8, 8:12 were written; the rest is missing
-    assert sorted(dmstore.datamodels.fitted_blocks(path, "test")) == [(0, 4), (4, 6), (6, 8), (8, 12)]
+    assert sorted(dmstore.io.datamodels.fitted_blocks(path, "test")) == [(0, 4), (4, 6), (6, 8), (8, 12)]
     written = []
-    monkeypatch.setattr(dmstore.fitting.fit, "write_block", lambda *a, **k: (written.append(a[2]),
-                        dmstore.datamodels.write_block(*a, **k)))
+    monkeypatch.setattr(
+        dmstore.fitting.fit,
+        "write_block",
+        lambda *a, **k: (written.append(a[2]), dmstore.io.datamodels.write_block(*a, **k)),
+    )
     result = fit(path, target_batch=4, progress=False)
     assert written == [12, 16, 20]  # only the missing blocks
     np.testing.assert_array_equal(result["weight"].values, whole["weight"].values)
@@ -184,8 +194,12 @@ def test_target_ranges_fill_one_group_and_an_interrupted_fit_finishes_the_same(s
 
 @pytest.mark.parametrize(
     ("columns", "block", "expected"),
-    [(slice(0, 10), 4, [(0, 4), (4, 8), (8, 10)]), (slice(2, 9), 4, [(2, 4), (4, 8), (8, 9)]),
-     (slice(4, 8), 4, [(4, 8)]), (slice(5, 6), 256, [(5, 6)])],
+    [
+        (slice(0, 10), 4, [(0, 4), (4, 8), (8, 10)]),
+        (slice(2, 9), 4, [(2, 4), (4, 8), (8, 9)]),
+        (slice(4, 8), 4, [(4, 8)]),
+        (slice(5, 6), 256, [(5, 6)]),
+    ],
 )
 def test_target_blocks_are_aligned(columns, block, expected):
     assert target_blocks(columns, block) == expected
@@ -230,8 +244,11 @@ def test_bad_input_raises_one_clear_error(store, kwargs, message):
 
 @pytest.mark.parametrize(
     ("damage", "message"),
-    [("constant masks", "the train masks are the same in all"), ("constant margins", "constant over the"),
-     ("nan margins", "NaN or infinite values in the fit models")],
+    [
+        ("constant masks", "the train masks are the same in all"),
+        ("constant margins", "constant over the"),
+        ("nan margins", "NaN or infinite values in the fit models"),
+    ],
 )
 def test_degenerate_data_is_one_clear_error_and_writes_no_datamodels(tmp_path, damage, message):
     path = tmp_path / "store.zarr"
@@ -240,11 +257,12 @@ def test_degenerate_data_is_one_clear_error_and_writes_no_datamodels(tmp_path, d
     if damage == "constant masks":
         group["train_masks"][:] = np.ones(group["train_masks"].shape, dtype=bool)
     else:
-        group["test_margins"][:] = np.full(group["test_margins"].shape, 1.5 if damage == "constant margins" else np.nan,
-                                           dtype=np.float16)
+        group["test_margins"][:] = np.full(
+            group["test_margins"].shape, 1.5 if damage == "constant margins" else np.nan, dtype=np.float16
+        )
     with pytest.raises(DmstoreError, match=message):
         fit(str(path), progress=False)
-    assert not dmstore.datamodels.has_datamodels(str(path), "test")
+    assert not dmstore.io.datamodels.has_datamodels(str(path), "test")
 
 
 @pytest.mark.parametrize("missing", ["train_masks", "test_margins"])
@@ -310,8 +328,21 @@ def test_peak_memory_stays_under_the_plan(tmp_path):
 
 def test_cli(store, capsys):
     path, _ = store
-    code = main(["fit", path, "--targets", "0:6", "--val-models", "60", "--lambdas", "40", "--no-progress",
-                 "--scheduler", "local"])
+    code = main(
+        [
+            "fit",
+            path,
+            "--targets",
+            "0:6",
+            "--val-models",
+            "60",
+            "--lambdas",
+            "40",
+            "--no-progress",
+            "--scheduler",
+            "local",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "6 test datamodels fitted on 680 + 60 models" in out and "mean validation R^2" in out
@@ -331,14 +362,24 @@ EXAMPLE_TARGETS = slice(0, 12)
 
 @pytest.fixture(scope="module")
 def example_store(tmp_path_factory, client):
-    from dmstore.convert import convert
-    from dmstore.example import make_example
+    from dmstore.conversion.convert import convert
+
+    from dmstore.experiment.example import make_example
 
     root = tmp_path_factory.mktemp("example")
     folder = make_example(root / "source", "digits", pct=50, models=600, eval_models=200, progress=False)
     path = root / "digits.zarr"
-    convert(str(folder.parent), str(path), "digits", 50, arrays=("masks", "margins"), eval_rows=200,
-            progress=False, max_memory="1GB", scheduler=client)
+    convert(
+        str(folder.parent),
+        str(path),
+        "digits",
+        50,
+        arrays=("masks", "margins"),
+        eval_rows=200,
+        progress=False,
+        max_memory="1GB",
+        scheduler=client,
+    )
     return str(path)
 
 
@@ -359,8 +400,9 @@ def sklearn_datamodels(masks, margins, n_val, lambdas, ratio):
         fit_y, val_y = y[:-n_val], y[-n_val:]
         xy = z.T @ (fit_y - fit_y.mean())
         alphas = np.abs(xy).max() / len(fit_y) * ratio ** (np.arange(lambdas) / (lambdas - 1))
-        _, coefs, _ = lasso_path(z, fit_y - fit_y.mean(), alphas=alphas, precompute=gram, Xy=xy, tol=1e-4,
-                                 check_input=False)
+        _, coefs, _ = lasso_path(
+            z, fit_y - fit_y.mean(), alphas=alphas, precompute=gram, Xy=xy, tol=1e-4, check_input=False
+        )
         raw = coefs / scale[:, None]
         mse = ((val_y[:, None] - val_x @ raw - (fit_y.mean() - mean @ raw)) ** 2).mean(axis=0)
         model = Lasso(alpha=alphas[np.argmin(mse)], tol=1e-4).fit((x - all_mean) / all_scale, y)
@@ -370,8 +412,9 @@ def sklearn_datamodels(masks, margins, n_val, lambdas, ratio):
 
 
 def test_real_example_is_as_good_as_sklearn_on_held_out_models(example_store, client):
-    result = fit(example_store, targets=EXAMPLE_TARGETS, lambdas=30, lambda_ratio=1e-2, scheduler=client,
-                 progress=False)
+    result = fit(
+        example_store, targets=EXAMPLE_TARGETS, lambdas=30, lambda_ratio=1e-2, scheduler=client, progress=False
+    )
     ds = dmstore.open(example_store)
     split = ds["split"].values
     fit_rows, eval_rows = np.flatnonzero(split == "fit"), np.flatnonzero(split == "eval")
@@ -387,7 +430,7 @@ def test_real_example_is_as_good_as_sklearn_on_held_out_models(example_store, cl
 
 
 def test_a_second_fit_of_the_same_target_refuses_while_one_runs(store, capsys):
-    from dmstore.lock import store_lock
+    from dmstore.io.lock import store_lock
 
     path, _ = store
     with store_lock(path, "fit-test", "dmstore fit --target test"):

@@ -29,20 +29,30 @@ def test_plans_for_the_published_shapes(n_train, rows, val_rows, memory, tile, c
 
 
 def test_a_budget_too_small_says_what_it_needs():
-    with pytest.raises(DmstoreError, match=r"blocks of 256 targets needs at least 1\.[0-9]+ GiB but --memory "
-                       r"allows 0\.10 GiB: raise --memory or lower --target-batch"):
+    with pytest.raises(
+        DmstoreError,
+        match=r"blocks of 256 targets needs at least 1\.[0-9]+ GiB but --memory "
+        r"allows 0\.10 GiB: raise --memory or lower --target-batch",
+    ):
         plan_fit(50_000, 20_000, 2048, 256, GiB // 10)
 
 
 @settings(max_examples=200, deadline=None)
-@given(n_train=st.integers(1, 80_000), rows=st.integers(3, 400_000), block=st.integers(1, 1024),
-       memory=st.integers(GiB // 4, 64 * GiB), val=st.integers(1, 40_000))
+@given(
+    n_train=st.integers(1, 80_000),
+    rows=st.integers(3, 400_000),
+    block=st.integers(1, 1024),
+    memory=st.integers(GiB // 4, 64 * GiB),
+    val=st.integers(1, 40_000),
+)
 def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(n_train, rows, block, memory, val):
     try:
         plan = plan_fit(n_train, rows, 2048, block, memory, val)
     except DmstoreError:
-        assert solver_bytes(n_train, block, min(MIN_CAP, n_train), val_rows=val) > memory or pass_bytes(
-            n_train, rows, 2048, min(4096, n_train), False, 1) > memory
+        assert (
+            solver_bytes(n_train, block, min(MIN_CAP, n_train), val_rows=val) > memory
+            or pass_bytes(n_train, rows, 2048, min(4096, n_train), False, 1) > memory
+        )
         return
     assert plan.peak <= memory
     assert min(MIN_CAP, n_train) <= plan.cap <= n_train

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import xarray as xr
 from dask.distributed import Client, LocalCluster
+from dmstore.conversion.convert import convert
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from dmstore.convert import convert
 from dmstore.errors import DmstoreError
 
 KINDS = {"train_masks": (bool, "train"), "train_margins": (np.float16, "train"), "test_margins": (np.float16, "test")}
@@ -23,7 +23,10 @@ KINDS = {"train_masks": (bool, "train"), "train_margins": (np.float16, "train"),
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.linear_model import Lasso, lasso_path as sk_lasso_path
+from sklearn.linear_model import Lasso
+from sklearn.linear_model import lasso_path as sk_lasso_path
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
@@ -56,21 +57,44 @@ def columns_of(stats, cols):
 def lasso(stats, lam, *, standardize=True, tol=1e-4, dtype=np.float64, weight=None, cap=None):
     n = stats.n_train
     start = np.zeros((n, len(lam))) if weight is None else weight
-    w, b, gap, _ = solver.refit(stats, np.asarray(lam), start, standardize=standardize, tol=tol, max_iter=1_000_000,
-                                dtype=dtype, cap=cap or n)
+    w, b, gap, _ = solver.refit(
+        stats, np.asarray(lam), start, standardize=standardize, tol=tol, max_iter=1_000_000, dtype=dtype, cap=cap or n
+    )
     return solver.BlockResult(w, b, np.asarray(lam), gap, None, None, None, None)
 
 
-def lasso_path(fit, val, *, lambdas=100, lambda_ratio=1e-3, standardize=True, tol=1e-4, patience=5,
-               dtype=np.float64, target_batch=None, cap=None):
+def lasso_path(
+    fit,
+    val,
+    *,
+    lambdas=100,
+    lambda_ratio=1e-3,
+    standardize=True,
+    tol=1e-4,
+    patience=5,
+    dtype=np.float64,
+    target_batch=None,
+    cap=None,
+):
     check_options(lambdas, lambda_ratio, tol, patience, 1 if target_batch is None else target_batch)
     n_targets = fit.ysum.size
     parts = []
     for start in range(0, n_targets, target_batch or n_targets):
         cols = slice(start, start + (target_batch or n_targets))
-        parts.append(solver.path(columns_of(fit, cols), columns_of(val, cols), lambdas=lambdas,
-                                 lambda_ratio=lambda_ratio, standardize=standardize, tol=tol, patience=patience,
-                                 max_iter=1_000_000, dtype=dtype, cap=cap or fit.n_train))
+        parts.append(
+            solver.path(
+                columns_of(fit, cols),
+                columns_of(val, cols),
+                lambdas=lambdas,
+                lambda_ratio=lambda_ratio,
+                standardize=standardize,
+                tol=tol,
+                patience=patience,
+                max_iter=1_000_000,
+                dtype=dtype,
+                cap=cap or fit.n_train,
+            )
+        )
     fields = solver.BlockResult.__dataclass_fields__
     return solver.BlockResult(**{k: np.concatenate([getattr(p, k) for p in parts], axis=-1) for k in fields})
 
@@ -210,8 +234,9 @@ def split_rows(masks, margins, n_val):
 def test_path_validation_mse_comes_from_the_statistics():
     masks, margins = problem(models=500, n_train=25, n_targets=5, seed=5)
     (xf, yf), (xv, yv) = split_rows(masks, margins, 120)
-    path = lasso_path(band_moments(xf, yf), band_moments(xv, yv), lambdas=30, lambda_ratio=0.01, tol=1e-10,
-                      dtype=np.float64)
+    path = lasso_path(
+        band_moments(xf, yf), band_moments(xv, yv), lambdas=30, lambda_ratio=0.01, tol=1e-10, dtype=np.float64
+    )
     predicted = xv.astype(np.float64) @ path.weight + path.bias
     direct = ((yv.astype(np.float64) - predicted) ** 2).mean(axis=0)
     np.testing.assert_allclose(path.val_mse, direct, rtol=1e-9)
@@ -223,8 +248,16 @@ def test_path_selection_matches_sklearn_path_with_the_same_grid():
     masks, margins = problem(models=600, n_train=30, n_targets=4, seed=6)
     (xf, yf), (xv, yv) = split_rows(masks, margins, 150)
     lambdas, ratio = 25, 0.01
-    path = lasso_path(band_moments(xf, yf), band_moments(xv, yv), lambdas=lambdas, lambda_ratio=ratio,
-                      patience=lambdas, tol=1e-12, standardize=False, dtype=np.float64)
+    path = lasso_path(
+        band_moments(xf, yf),
+        band_moments(xv, yv),
+        lambdas=lambdas,
+        lambda_ratio=ratio,
+        patience=lambdas,
+        tol=1e-12,
+        standardize=False,
+        dtype=np.float64,
+    )
     x = xf.astype(np.float64)
     xc = x - x.mean(axis=0)
     for t in range(yf.shape[1]):
@@ -281,16 +314,23 @@ def test_constant_features_get_zero_weight():
     masks[:, 5] = False
     (xf, yf), (xv, yv) = split_rows(masks, margins, 50)
     for standardize in (False, True):
-        path = lasso_path(band_moments(xf, yf), band_moments(xv, yv), standardize=standardize, tol=1e-10,
-                          dtype=np.float64)
+        path = lasso_path(
+            band_moments(xf, yf), band_moments(xv, yv), standardize=standardize, tol=1e-10, dtype=np.float64
+        )
         assert not path.weight[[3, 5]].any()
         assert np.isfinite(path.weight).all() and np.isfinite(path.bias).all()
 
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("lambdas", 0, "lambdas"), ("lambda_ratio", 0.0, "lambda_ratio"), ("lambda_ratio", 1.5, "lambda_ratio"),
-     ("tol", 0.0, "tol"), ("patience", 0, "patience"), ("target_batch", 0, "target_batch")],
+    [
+        ("lambdas", 0, "lambdas"),
+        ("lambda_ratio", 0.0, "lambda_ratio"),
+        ("lambda_ratio", 1.5, "lambda_ratio"),
+        ("tol", 0.0, "tol"),
+        ("patience", 0, "patience"),
+        ("target_batch", 0, "target_batch"),
+    ],
 )
 def test_bad_options_raise(option, value, message):
     masks, margins = problem(models=60, n_train=4, n_targets=1)

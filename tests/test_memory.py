@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import psutil
-
 from conftest import write_layout
 
 
@@ -35,8 +34,23 @@ def test_peak_memory_within_budget(tmp_path):
     source_bytes = sum(a.nbytes for a in arrays.values())
     del arrays
     budget = 1_000_000_000
-    argv = [sys.executable, "-m", "dmstore", "convert", str(root), str(tmp_path / "s.zarr"), "--dataset", "toy",
-            "--pct", "50", "--eval-rows", "4000", "--no-progress", "--max-memory", str(budget)]
+    argv = [
+        sys.executable,
+        "-m",
+        "dmstore",
+        "convert",
+        str(root),
+        str(tmp_path / "s.zarr"),
+        "--dataset",
+        "toy",
+        "--pct",
+        "50",
+        "--eval-rows",
+        "4000",
+        "--no-progress",
+        "--max-memory",
+        str(budget),
+    ]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak = 0
 
@@ -52,8 +66,12 @@ def test_peak_memory_within_budget(tmp_path):
     sampler.join()
     assert process.returncode == 0, output
     assert source_bytes > 0.85 * budget  # the input is about as large as the budget...
-    assert 0 < peak <= budget, f"peak {peak / 1e6:.0f} MB over the {budget / 1e6:.0f} MB budget"  # ...the peak stays within it
+    assert 0 < peak <= budget, (
+        f"peak {peak / 1e6:.0f} MB over the {budget / 1e6:.0f} MB budget"
+    )  # ...the peak stays within it
     ds_values = np.load(root / "toy/data/test_margins_50pct.npy", mmap_mode="r")
     import xarray as xr
 
-    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "s.zarr", zarr_format=3).test_margins[-5:].values, ds_values[-5:])
+    np.testing.assert_array_equal(
+        xr.open_zarr(tmp_path / "s.zarr", zarr_format=3).test_margins[-5:].values, ds_values[-5:]
+    )

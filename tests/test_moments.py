@@ -49,8 +49,13 @@ def test_tiles_are_the_bytes_zarr_writes_and_zarr_reads_them(tmp_path, size, til
 
 
 @settings(max_examples=20, deadline=None)
-@given(rows=st.integers(1, 40), n_train=st.integers(1, 30), start=st.integers(0, 29), width=st.integers(1, 30),
-       seed=st.integers(0, 2**31))
+@given(
+    rows=st.integers(1, 40),
+    n_train=st.integers(1, 30),
+    start=st.integers(0, 29),
+    width=st.integers(1, 30),
+    seed=st.integers(0, 2**31),
+)
 def test_panel_product_adds_the_upper_panel_in_place(rows, n_train, start, width, seed):
     start = min(start, n_train - 1)
     stop = min(start + width, n_train)
@@ -117,7 +122,9 @@ def test_statistics_of_other_rows_are_recomputed_not_reused(tmp_path):
     target_pass(moments, reader, np.arange(120), "test", 7, [0], plan, lambda n: None)
     got = moments.statistics("test", slice(0, 7))
     assert got.n == 120
-    np.testing.assert_array_equal(got.counts(np.arange(50)), in_memory(masks[:120], margins[:120]).counts(np.arange(50)))
+    np.testing.assert_array_equal(
+        got.counts(np.arange(50)), in_memory(masks[:120], margins[:120]).counts(np.arange(50))
+    )
 
 
 def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_them(tmp_path):

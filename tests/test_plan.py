@@ -6,12 +6,12 @@ import io
 
 import numpy as np
 import pytest
+from dmstore.conversion.plan import MAX_BAND_BYTES, parse_rows, parse_size, plan_array, workers_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
-from dmstore.npy import check_layout, parse_header
-from dmstore.plan import MAX_BAND_BYTES, parse_rows, parse_size, plan_array, workers_for
+from dmstore.io.npy import check_layout, parse_header
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_plan_properties(models, examples, classes, itemsize, data):
 
 @given(band=st.integers(1, 2**28), cores=st.integers(1, 64), memory=st.integers(2**28, 2**36))
 def test_workers_fit_budget(band, cores, memory):
-    from dmstore.plan import BAND_MEMORY_FACTOR, DRIVER_BYTES, WORKER_BYTES
+    from dmstore.conversion.plan import BAND_MEMORY_FACTOR, DRIVER_BYTES, WORKER_BYTES
 
     try:
         n = workers_for(memory, band, cores)
@@ -82,7 +82,9 @@ def test_parse_rows_rejects(text):
         parse_rows(text, 100)
 
 
-@pytest.mark.parametrize(("text", "size"), [("2GB", 2 * 10**9), ("512MiB", 2**29), ("1e9", 10**9), ("1.5gib", 3 * 2**29)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("2GB", 2 * 10**9), ("512MiB", 2**29), ("1e9", 10**9), ("1.5gib", 3 * 2**29)]
+)
 def test_parse_size(text, size):
     assert parse_size(text) == size
 

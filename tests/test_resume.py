@@ -12,10 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from dmstore.convert import convert
-
 from conftest import write_layout
+from dmstore.conversion.convert import convert
 
 MODELS, N_TRAIN, N_TEST = 40_000, 1500, 500
 
@@ -39,8 +37,23 @@ def files(store: Path) -> dict[str, bytes]:
 
 
 def start(source: Path, dest: Path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "dmstore", "convert", str(source), str(dest), "--dataset", "toy", "--pct", "50",
-            "--eval-rows", "4000", "--no-progress", "--max-memory", "1200MB"]
+    argv = [
+        sys.executable,
+        "-m",
+        "dmstore",
+        "convert",
+        str(source),
+        str(dest),
+        "--dataset",
+        "toy",
+        "--pct",
+        "50",
+        "--eval-rows",
+        "4000",
+        "--no-progress",
+        "--max-memory",
+        "1200MB",
+    ]
     return subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
-from dmstore.rows import band_size, model_positions, shard_bands
+from dmstore.io.rows import band_size, model_positions, shard_bands
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from dmstore.convert import convert
-from dmstore.errors import DmstoreError
-from dmstore.source import Source
-
 from conftest import upload, write_layout
+from dmstore.conversion.convert import convert
+
+from dmstore.errors import DmstoreError
+from dmstore.io.source import Source
 
 KEY, SECRET = "AKIAKEEPTHISPRIVATE1", "s3cr3t/KeepThisOutOfEveryLog+x"
 

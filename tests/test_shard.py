@@ -6,10 +6,10 @@ import numpy as np
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from dmstore.shard import blosc, encode_shard
-from dmstore.store import codec
 from zarr.codecs import Crc32cCodec
+
+from dmstore.io.shard import blosc, encode_shard
+from dmstore.io.store import codec
 
 
 @given(
@@ -30,8 +30,14 @@ def test_same_bytes_as_zarr(tmp_path_factory, dtype, rows, width, examples, clas
     path = tmp_path_factory.mktemp("zarr")
     shard_shape = (rows, -(-examples // width) * width, *classes)
     array = zarr.create_array(
-        path, shape=band.shape, dtype=dtype, chunks=(rows, width, *classes), shards=shard_shape,
-        compressors=[codec(dtype), Crc32cCodec()], fill_value=0, config={"write_empty_chunks": True},
+        path,
+        shape=band.shape,
+        dtype=dtype,
+        chunks=(rows, width, *classes),
+        shards=shard_shape,
+        compressors=[codec(dtype), Crc32cCodec()],
+        fill_value=0,
+        config={"write_empty_chunks": True},
     )
     array[:] = band
     key = "/".join(["c"] + ["0"] * band.ndim)

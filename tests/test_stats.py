@@ -12,9 +12,9 @@ from dask.distributed import Client, LocalCluster
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dmstore.analysis.stats import band_sums, finalize, mask_z, plot_stats, stats
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
-from dmstore.stats import band_sums, finalize, mask_z, plot_stats, stats
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,9 @@ def test_stats_match_numpy(client, models, tmp_path):
     result = stats(path, models=models, targets=targets, scheduler=client, progress=False)
     masks = arrays["masks"][rows]
     expected = reference(
-        masks, {"train": arrays["train_margins"][rows], "test": arrays["test_margins"][rows]}, targets,
+        masks,
+        {"train": arrays["train_margins"][rows], "test": arrays["test_margins"][rows]},
+        targets,
         arrays["test_margins"][rows],
     )
     for name, values in expected.items():
@@ -118,8 +120,23 @@ def test_mask_z(frequency, pct, n, expected):
 
 def test_cli_table_plot_and_saved_statistics(client, tmp_path, capsys):
     path, arrays = synthetic_store()
-    code = main(["stats", str(path), "--influence", "3", "--top", "4", "--plot", str(tmp_path / "s.png"),
-                 "--out", str(tmp_path / "s.zarr"), "--no-progress", "--scheduler", client.cluster.scheduler_address])
+    code = main(
+        [
+            "stats",
+            str(path),
+            "--influence",
+            "3",
+            "--top",
+            "4",
+            "--plot",
+            str(tmp_path / "s.png"),
+            "--out",
+            str(tmp_path / "s.zarr"),
+            "--no-progress",
+            "--scheduler",
+            client.cluster.scheduler_address,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert f"{arrays['masks'].shape[0]} models (all)" in out

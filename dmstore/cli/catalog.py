@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dmstore.catalog import format_catalog
+from dmstore.io.catalog import format_catalog
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("catalog", help="list the published files, their sizes and download cost",
-                                   description="List every published file with its size and its S3 download cost.")
+    parser = subparsers.add_parser(
+        "catalog",
+        help="list the published files, their sizes and download cost",
+        description="List every published file with its size and its S3 download cost.",
+    )
     parser.set_defaults(func=run)
 
 

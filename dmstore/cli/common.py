@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from dmstore.source import Source
+from dmstore.io.source import Source
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
     """S3 options: requester pays, endpoint, profile."""
     group = parser.add_argument_group("S3 source")
     pays = group.add_mutually_exclusive_group()
-    pays.add_argument("--requester-pays", dest="requester_pays", action="store_true", default=None,
-                      help="send the requester-pays header (default: only for s3://madrylab-datamodels)")
-    pays.add_argument("--no-requester-pays", dest="requester_pays", action="store_false",
-                      help="do not send the requester-pays header")
+    pays.add_argument(
+        "--requester-pays",
+        dest="requester_pays",
+        action="store_true",
+        default=None,
+        help="send the requester-pays header (default: only for s3://madrylab-datamodels)",
+    )
+    pays.add_argument(
+        "--no-requester-pays", dest="requester_pays", action="store_false", help="do not send the requester-pays header"
+    )
     group.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 or AWS)")
     group.add_argument("--profile", help="AWS profile (default: AWS_PROFILE or 'default')")
 
@@ -27,5 +33,8 @@ def source_from_args(url: str, args: argparse.Namespace) -> Source:
 
 def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
     """``--scheduler ADDRESS``: run on an existing Dask cluster."""
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="Dask scheduler of an existing cluster (default: a local cluster of worker processes)")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler of an existing cluster (default: a local cluster of worker processes)",
+    )

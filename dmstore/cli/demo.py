@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from dmstore.demo import demo
+from dmstore.experiment.demo import demo
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run example -> convert -> fit -> evaluate end to end (a few minutes)",
+        "demo",
+        help="run example -> convert -> fit -> evaluate end to end (a few minutes)",
         description="Build the real digits example, convert it into a store, fit datamodels, evaluate them on "
         "held-out models and plot the results, explaining each step.",
     )
-    parser.add_argument("out", nargs="?", default="demo-out", help="folder for everything it makes (default: %(default)s)")
+    parser.add_argument(
+        "out", nargs="?", default="demo-out", help="folder for everything it makes (default: %(default)s)"
+    )
     parser.add_argument("--models", type=int, default=3000, help="models to train (default: %(default)s)")
-    parser.add_argument("--eval-models", type=int, default=1000, help="held-out evaluation models (default: %(default)s)")
+    parser.add_argument(
+        "--eval-models", type=int, default=1000, help="held-out evaluation models (default: %(default)s)"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=run)
 

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import time
 
-from dmstore.example import BATCH_MODELS, DATASETS, KINDS, make_example
+from dmstore.experiment.example import BATCH_MODELS, DATASETS, KINDS, make_example
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "example", help="train a real, small datamodels experiment offline, in the bucket's layout",
+        "example",
+        help="train a real, small datamodels experiment offline, in the bucket's layout",
         description="Train many small MLPs, each on its own random PCT% subset of a bundled dataset's "
         "training examples (nothing is downloaded), and write OUT/DATASET/data/{"
-        + ",".join(KINDS) + "}_PCTpct.npy plus the labels, in the published bucket's layout. "
+        + ",".join(KINDS)
+        + "}_PCTpct.npy plus the labels, in the published bucket's layout. "
         "The evaluation models are the last EVAL_MODELS rows. Same seed, same bytes; re-run the same "
         f"command to resume (progress is kept every {BATCH_MODELS} models).",
     )
-    parser.add_argument("dataset", nargs="?", default="digits",
-                        help=f"bundled dataset: {', '.join(DATASETS)} (default: %(default)s)")
+    parser.add_argument(
+        "dataset", nargs="?", default="digits", help=f"bundled dataset: {', '.join(DATASETS)} (default: %(default)s)"
+    )
     parser.add_argument("out", help="folder to write into (the files go to OUT/DATASET/data/)")
-    parser.add_argument("--pct", type=int, default=50,
-                        help="percent of the training examples each model sees, 1..99 (default: %(default)s)")
-    parser.add_argument("--models", type=int, default=20000,
-                        help="models for fitting datamodels (default: %(default)s)")
-    parser.add_argument("--eval-models", type=int, default=2000,
-                        help="extra held-out evaluation models, the last rows (default: %(default)s)")
+    parser.add_argument(
+        "--pct",
+        type=int,
+        default=50,
+        help="percent of the training examples each model sees, 1..99 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--models", type=int, default=20000, help="models for fitting datamodels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--eval-models",
+        type=int,
+        default=2000,
+        help="extra held-out evaluation models, the last rows (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier example with other parameters for this PCT")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier example with other parameters for this PCT"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -41,14 +54,23 @@ def run(args) -> int:
 
     began = time.perf_counter()
     folder = make_example(
-        args.out, args.dataset, pct=args.pct, models=args.models, eval_models=args.eval_models,
-        seed=args.seed, overwrite=args.overwrite, progress=args.progress, on_batch=count,
+        args.out,
+        args.dataset,
+        pct=args.pct,
+        models=args.models,
+        eval_models=args.eval_models,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        on_batch=count,
     )
     seconds = time.perf_counter() - began
     rows = args.models + args.eval_models
-    print(f"{rows} models ({args.models} fit + {args.eval_models} eval, the last rows) "
-          f"in {folder / 'data'}: {', '.join(f'{kind}_{args.pct}pct.npy' for kind in KINDS)}, "
-          "train_labels.npy, test_labels.npy, classes.json")
+    print(
+        f"{rows} models ({args.models} fit + {args.eval_models} eval, the last rows) "
+        f"in {folder / 'data'}: {', '.join(f'{kind}_{args.pct}pct.npy' for kind in KINDS)}, "
+        "train_labels.npy, test_labels.npy, classes.json"
+    )
     if trained:
         print(f"trained {trained} models in {seconds:.1f} s: {trained / seconds * 60:.0f} models/min")
     else:

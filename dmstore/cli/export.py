@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dmstore.torchio import export_datamodels
+from dmstore.conversion.torchio import export_datamodels
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("export", help="write datamodels as a .pt file in the published format",
-                                   description="Write datamodels/{target} as a .pt dict of weight [N_train x N], bias, lam.")
+    parser = subparsers.add_parser(
+        "export",
+        help="write datamodels as a .pt file in the published format",
+        description="Write datamodels/{target} as a .pt dict of weight [N_train x N], bias, lam.",
+    )
     parser.add_argument("store", help="store path or URL")
     parser.add_argument("out", help="the .pt file to write")
     parser.add_argument("--target", default="test", choices=("test", "train"), help="which datamodels (default: test)")

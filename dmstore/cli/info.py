@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dmstore.info import describe
+from dmstore.conversion.info import describe
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("info", help="what a store holds, its layout and compression",
-                                   description="Summarise a store: arrays, chunks, shards, compression, datamodels.")
+    parser = subparsers.add_parser(
+        "info",
+        help="what a store holds, its layout and compression",
+        description="Summarise a store: arrays, chunks, shards, compression, datamodels.",
+    )
     parser.add_argument("store", help="store path or URL")
     parser.set_defaults(func=run)
 

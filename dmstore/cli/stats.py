@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmstore.analysis.stats import SPLITS, plot_stats, stats
 from dmstore.cli.common import add_scheduler_option
-from dmstore.rows import MODEL_SETS
-from dmstore.stats import SPLITS, plot_stats, stats
+from dmstore.io.rows import MODEL_SETS
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "stats", help="per-example summaries of a store (margins, masks, influence)",
+        "stats",
+        help="per-example summaries of a store (margins, masks, influence)",
         description="One out-of-core pass over the store: per example the mean, variance and accuracy "
         "(margin > 0) of its margins; per training example the share of subsets holding it (checked against "
         "the subsampling fraction pct); optionally the difference-of-means influence of every training "
         "example on chosen targets. Prints a table and writes a PNG plot.",
     )
     parser.add_argument("store", help="store path or URL")
-    parser.add_argument("--models", choices=MODEL_SETS, default="all",
-                        help="which model rows to summarise (default: all)")
-    parser.add_argument("--influence", metavar="INDEX", type=int, nargs="+",
-                        help="target examples whose difference-of-means influence to estimate")
-    parser.add_argument("--target", choices=SPLITS, default="test",
-                        help="the split of the --influence examples (default: test)")
+    parser.add_argument(
+        "--models", choices=MODEL_SETS, default="all", help="which model rows to summarise (default: all)"
+    )
+    parser.add_argument(
+        "--influence",
+        metavar="INDEX",
+        type=int,
+        nargs="+",
+        help="target examples whose difference-of-means influence to estimate",
+    )
+    parser.add_argument(
+        "--target", choices=SPLITS, default="test", help="the split of the --influence examples (default: test)"
+    )
     parser.add_argument("--top", type=int, default=10, help="influencers listed per target (default: 10)")
     plot = parser.add_mutually_exclusive_group()
     plot.add_argument("--plot", metavar="PNG", help="plot file (default: stats.png here)")
@@ -35,16 +43,24 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    result = stats(args.store, models=args.models, targets=args.influence, target=args.target,
-                   scheduler=args.scheduler, progress=args.progress)
+    result = stats(
+        args.store,
+        models=args.models,
+        targets=args.influence,
+        target=args.target,
+        scheduler=args.scheduler,
+        progress=args.progress,
+    )
     print(f"{result.attrs['n_models']} models ({args.models})")
     print(f"{'margins':<8}{'examples':>10}{'mean':>10}{'mean std':>10}{'accuracy':>10}{'min acc':>10}{'max acc':>10}")
     for split in SPLITS:
         if f"{split}_mean" in result:
             accuracy = result[f"{split}_accuracy"].values
-            print(f"{split:<8}{accuracy.size:>10}{float(result[f'{split}_mean'].mean()):>10.4f}"
-                  f"{float(np.sqrt(result[f'{split}_var']).mean()):>10.4f}{accuracy.mean():>10.4f}"
-                  f"{accuracy.min():>10.4f}{accuracy.max():>10.4f}")
+            print(
+                f"{split:<8}{accuracy.size:>10}{float(result[f'{split}_mean'].mean()):>10.4f}"
+                f"{float(np.sqrt(result[f'{split}_var']).mean()):>10.4f}{accuracy.mean():>10.4f}"
+                f"{accuracy.min():>10.4f}{accuracy.max():>10.4f}"
+            )
     frequency = result["mask_frequency"].values
     line = f"mask frequency: mean {frequency.mean():.4f}  min {frequency.min():.4f}  max {frequency.max():.4f}"
     if "pct" in result.attrs:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dmstore.cli.common import add_scheduler_option, add_source_options, source_from_args
-from dmstore.verify import verify
+from dmstore.conversion.verify import verify
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("verify", help="re-check every band of a store against its checksum",
-                                   description="Re-read every band and compare it with the checksum recorded at "
-                                   "conversion; with --source, also with the source's bytes. Exit code 1 if any differ.")
+    parser = subparsers.add_parser(
+        "verify",
+        help="re-check every band of a store against its checksum",
+        description="Re-read every band and compare it with the checksum recorded at "
+        "conversion; with --source, also with the source's bytes. Exit code 1 if any differ.",
+    )
     parser.add_argument("store", help="store path or URL")
     parser.add_argument("--source", help="also compare with this source (URL or folder)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -29,9 +29,6 @@ from dask.utils import parse_bytes
 from tqdm.auto import tqdm
 
 from dmstore._version import __version__
-from dmstore.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
-from dmstore.dataset import consolidate
-from dmstore.dataset import open as open_store
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
 from dmstore.fitting.fista import check_options
@@ -39,8 +36,11 @@ from dmstore.fitting.moments import XTY_BLOCK, Moments, rows_digest
 from dmstore.fitting.passes import PassPlan, gram_pass, mask_pass, target_pass
 from dmstore.fitting.plan import FitPlan, plan_fit
 from dmstore.fitting.reads import BandReader
-from dmstore.lock import store_lock
-from dmstore.rows import model_positions
+from dmstore.io.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
+from dmstore.io.dataset import consolidate
+from dmstore.io.dataset import open as open_store
+from dmstore.io.lock import store_lock
+from dmstore.io.rows import model_positions
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 #: The default memory budget: fits a 16 GB laptop beside its other work.
@@ -205,8 +205,16 @@ def fit(
     rows = {"fit": positions[:-n_val], "val": positions[-n_val:]}
     reader = BandReader(store, target, storage_options)
     plan = plan_fit(ds.sizes["train"], rows["fit"].size, reader.shard_rows, target_batch, budget, rows["val"].size)
-    options = dict(lambdas=lambdas, lambda_ratio=lambda_ratio, standardize=standardize, tol=tol,
-                   patience=patience, val_models=val_models, dtype=dtype, target_batch=target_batch)
+    options = dict(
+        lambdas=lambdas,
+        lambda_ratio=lambda_ratio,
+        standardize=standardize,
+        tol=tol,
+        patience=patience,
+        val_models=val_models,
+        dtype=dtype,
+        target_batch=target_batch,
+    )
     with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options):
         done = _check_group(store, target, options, overwrite, storage_options)
         if recompute:
@@ -215,8 +223,12 @@ def fit(
         _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
         _check_data(Moments(store, "fit", storage_options), target, columns)
         if done is None:  # only now: a pass that fails on damaged data leaves no datamodels group
-            attrs = dict(options, method="lasso: working-set FISTA on persisted statistics, validation-selected "
-                         "path, refit on fit + validation models", estimated_by=f"dmstore {__version__} fit")
+            attrs = dict(
+                options,
+                method="lasso: working-set FISTA on persisted statistics, validation-selected "
+                "path, refit on fit + validation models",
+                estimated_by=f"dmstore {__version__} fit",
+            )
             start_blocks(store, target, ds.sizes["train"], ds[target].values, target_batch, attrs, storage_options)
             done = {}
         passed = time.perf_counter()
@@ -228,19 +240,22 @@ def fit(
         result = read_datamodels(store, target, storage_options)
         result.attrs.update(
             _summary(fitted_blocks(store, target, storage_options)),
-            n_fit=int(rows["fit"].size), n_val=int(n_val), plan_peak_bytes=plan.peak,
-            seconds_pass=round(passed - started, 3), seconds_path=round(time.perf_counter() - passed, 3),
+            n_fit=int(rows["fit"].size),
+            n_val=int(n_val),
+            plan_peak_bytes=plan.peak,
+            seconds_pass=round(passed - started, 3),
+            seconds_path=round(time.perf_counter() - passed, 3),
         )
         return result
 
 
-def _check_group(store: str, target: str, options: dict, overwrite: bool,
-                 storage_options: dict | None) -> dict | None:
+def _check_group(store: str, target: str, options: dict, overwrite: bool, storage_options: dict | None) -> dict | None:
     """The recorded blocks of an earlier fit with the same options, None for a new group."""
     if not has_datamodels(store, target, storage_options) or overwrite:
         return None
-    existing = xr.open_zarr(store, group=group_path(target), zarr_format=3, consolidated=False,
-                            storage_options=storage_options).attrs
+    existing = xr.open_zarr(
+        store, group=group_path(target), zarr_format=3, consolidated=False, storage_options=storage_options
+    ).attrs
     if not (existing.get("dmstore_blocks") and all(existing.get(k) == v for k, v in options.items())):
         raise DmstoreError(
             f"the store holds {target!r} datamodels fitted with other options or imported: pass --overwrite "
@@ -249,8 +264,17 @@ def _check_group(store: str, target: str, options: dict, overwrite: bool,
     return fitted_blocks(store, target, storage_options)
 
 
-def _fill_moments(store: str, reader: BandReader, rows: dict[str, np.ndarray], target: str, columns: slice,
-                  n_targets: int, plan: FitPlan, progress: bool, storage_options: dict | None) -> None:
+def _fill_moments(
+    store: str,
+    reader: BandReader,
+    rows: dict[str, np.ndarray],
+    target: str,
+    columns: slice,
+    n_targets: int,
+    plan: FitPlan,
+    progress: bool,
+    storage_options: dict | None,
+) -> None:
     """Run the passes the persisted statistics still lack for these rows and targets."""
     wanted = list(range(columns.start // XTY_BLOCK, -(-columns.stop // XTY_BLOCK)))
     pass_plan = PassPlan(plan.tile, plan.cache_masks, plan.target_blocks)
@@ -260,7 +284,8 @@ def _fill_moments(store: str, reader: BandReader, rows: dict[str, np.ndarray], t
         digest = rows_digest(positions)
         complete = moments.is_complete(digest)
         tiles_left = -(-reader.n_train // plan.tile) - (
-            int(moments.group().attrs.get("panels", 0)) if moments.matches(digest) else 0)
+            int(moments.group().attrs.get("panels", 0)) if moments.matches(digest) else 0
+        )
         panels = 0 if complete else (tiles_left if name == "fit" else 1)
         missing = [b for b in wanted if not (moments.matches(digest) and b in moments.target_blocks(target))]
         work.append((moments, positions, panels, missing))
@@ -294,11 +319,18 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
     columns = slice(start, stop)
     fit_stats = Moments(store, "fit", storage_options).statistics(target, columns, in_memory=args["cache_gram"])
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
-    common = dict(standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"],
-                  cap=args["cap"])
+    common = dict(
+        standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"], cap=args["cap"]
+    )
     try:
-        path = solver.path(fit_stats, val_stats, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],
-                           patience=args["patience"], **common)
+        path = solver.path(
+            fit_stats,
+            val_stats,
+            lambdas=args["lambdas"],
+            lambda_ratio=args["lambda_ratio"],
+            patience=args["patience"],
+            **common,
+        )
         weight, bias, gap, _ = solver.refit(fit_stats + val_stats, path.lam, path.weight, **common)
     except solver.WorkingSetFull:
         if stop - start == 1:
@@ -306,8 +338,11 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
                 f"the datamodel of target {start} needs more features than --memory allows: raise --memory"
             ) from None
         middle = (start + stop) // 2
-        return min(middle - start, fit_block(store, target, start, middle, args, storage_options),
-                   fit_block(store, target, middle, stop, args, storage_options))
+        return min(
+            middle - start,
+            fit_block(store, target, start, middle, args, storage_options),
+            fit_block(store, target, middle, stop, args, storage_options),
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = 1.0 - path.val_mse / path.val_var
     summary = {
@@ -320,8 +355,15 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
     return args["target_batch"]
 
 
-def _run_blocks(store: str, target: str, blocks: list[tuple[int, int]], args: dict, scheduler: Any,
-                progress: Any, storage_options: dict | None) -> None:
+def _run_blocks(
+    store: str,
+    target: str,
+    blocks: list[tuple[int, int]],
+    args: dict,
+    scheduler: Any,
+    progress: Any,
+    storage_options: dict | None,
+) -> None:
     if scheduler is None:
         size = args["target_batch"]  # shrinks for the next blocks once a block had to be halved
         for start, stop in blocks:
@@ -333,12 +375,11 @@ def _run_blocks(store: str, target: str, blocks: list[tuple[int, int]], args: di
         return
     from dask.distributed import as_completed
 
-    from dmstore.cluster import dask_client
+    from dmstore.io.cluster import dask_client
 
     with dask_client(None if scheduler == "local" else scheduler) as client:
         futures = {
-            client.submit(fit_block, store, target, a, b, args, storage_options, pure=False): b - a
-            for a, b in blocks
+            client.submit(fit_block, store, target, a, b, args, storage_options, pure=False): b - a for a, b in blocks
         }
         for future in as_completed(futures):
             future.result()

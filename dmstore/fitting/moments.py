@@ -31,19 +31,20 @@ written). Every chunk carries a CRC32C.
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
 
-from dmstore.dataset import as_store
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
+from dmstore.io.dataset import as_store
 
 GROUP = "moments"
 #: Targets per chunk of ``xty_{split}`` (the unit in which target statistics are added).
@@ -91,8 +92,12 @@ class Statistics:
 
     def __add__(self, other: Statistics) -> Statistics:
         return Statistics(
-            self.n + other.n, self.xsum + other.xsum, self.xty + other.xty, self.ysum + other.ysum,
-            self.yy + other.yy, lambda rows: self.counts(rows) + other.counts(rows),
+            self.n + other.n,
+            self.xsum + other.xsum,
+            self.xty + other.xty,
+            self.ysum + other.ysum,
+            self.yy + other.yy,
+            lambda rows: self.counts(rows) + other.counts(rows),
             lambda a, b: self.block(a, b) + other.block(a, b),
         )
 
@@ -106,8 +111,14 @@ def in_memory(masks: np.ndarray, margins: np.ndarray) -> Statistics:
     x = np.asarray(masks, dtype=np.float64)
     y = np.asarray(margins, dtype=np.float64)
     xtx = (x.T @ x).astype(np.float32)
-    return Statistics(x.shape[0], x.sum(axis=0), x.T @ y, y.sum(axis=0), (y * y).sum(axis=0),
-                      lambda rows: xtx[np.asarray(rows, dtype=np.int64)])
+    return Statistics(
+        x.shape[0],
+        x.sum(axis=0),
+        x.T @ y,
+        y.sum(axis=0),
+        (y * y).sum(axis=0),
+        lambda rows: xtx[np.asarray(rows, dtype=np.int64)],
+    )
 
 
 def of_masks(masks: np.ndarray, xty: np.ndarray, ysum: np.ndarray, yy: np.ndarray) -> Statistics:
@@ -142,18 +153,26 @@ class DeltaGram:
 
     @classmethod
     def load(cls, tile_file: tiles.TileFile, xsum: np.ndarray, n: int) -> DeltaGram | None:
-        """Read every tile once; None where a difference does not fit in int16."""
+        """Read each tile on or above the diagonal once (threads decode them); None where a
+        difference does not fit in int16."""
         size, tile = tile_file.size, tile_file.tile
         delta = np.empty((size, size), dtype=np.int16)
-        for i in range(tile_file.n_tiles):
-            rows = np.arange(i * tile, min((i + 1) * tile, size))
-            part = tile_file.rows(rows)
-            for start in range(0, rows.size, 512):  # float64 temporaries of 512 rows
-                sub = rows[start : start + 512]
-                diff = part[start : start + 512] - np.rint(xsum[sub, None] * xsum[None, :] / n)
-                if np.abs(diff).max() > np.iinfo(np.int16).max:
-                    return None
-                delta[sub] = diff
+        pairs = [(i, j) for i in range(tile_file.n_tiles) for j in range(i, tile_file.n_tiles)]
+
+        def place(pair: tuple[int, int]) -> bool:
+            i, j = pair
+            rows = slice(i * tile, min((i + 1) * tile, size))
+            cols = slice(j * tile, min((j + 1) * tile, size))
+            diff = tile_file.read_tile(i, j) - np.rint(xsum[rows, None] * xsum[None, cols] / n)
+            if np.abs(diff).max() > np.iinfo(np.int16).max:
+                return False
+            delta[rows, cols] = diff
+            delta[cols, rows] = delta[rows, cols].T
+            return True
+
+        with ThreadPoolExecutor(tiles.READ_THREADS) as pool:
+            if not all(pool.map(place, pairs)):
+                return None
         return cls(delta, xsum, n)
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
@@ -216,19 +235,31 @@ class Moments:
         group = self.group()
         return set() if group is None else set(group.attrs.get(f"xty_{split}", []))
 
-    def write_targets(self, split: str, n_targets: int, block: int, xty: np.ndarray, ysum: np.ndarray,
-                      yy: np.ndarray) -> None:
+    def write_targets(
+        self, split: str, n_targets: int, block: int, xty: np.ndarray, ysum: np.ndarray, yy: np.ndarray
+    ) -> None:
         """Write the statistics of target block ``block`` of ``split`` (then record it)."""
         group = self._root("a")[self.path]
         n_train = xty.shape[0]
         names = (f"xty_{split}", f"ysum_{split}", f"yy_{split}")
         if names[0] not in group:
-            group.create_array(names[0], shape=(n_train, n_targets), dtype="float64",
-                               chunks=(n_train, XTY_BLOCK), fill_value=np.nan,
-                               dimension_names=("train", split))
+            group.create_array(
+                names[0],
+                shape=(n_train, n_targets),
+                dtype="float64",
+                chunks=(n_train, XTY_BLOCK),
+                fill_value=np.nan,
+                dimension_names=("train", split),
+            )
             for name in names[1:]:
-                group.create_array(name, shape=(n_targets,), dtype="float64", chunks=(n_targets,),
-                                   fill_value=np.nan, dimension_names=(split,))
+                group.create_array(
+                    name,
+                    shape=(n_targets,),
+                    dtype="float64",
+                    chunks=(n_targets,),
+                    fill_value=np.nan,
+                    dimension_names=(split,),
+                )
         cols = slice(block * XTY_BLOCK, min((block + 1) * XTY_BLOCK, n_targets))
         group[names[0]][:, cols] = xty
         group[names[1]][cols] = ysum

@@ -53,8 +53,9 @@ def panel_product(panel: np.ndarray, masks: np.ndarray, start: int, stop: int) -
         panel[...] = out
 
 
-def gram_pass(moments: Moments, reader: BandReader, positions: np.ndarray, plan: PassPlan,
-              progress: Callable[[int], None]) -> None:
+def gram_pass(
+    moments: Moments, reader: BandReader, positions: np.ndarray, plan: PassPlan, progress: Callable[[int], None]
+) -> None:
     """Fill ``moments`` with the counts and column sums of the rows ``positions`` (resumable)."""
     digest = rows_digest(positions)
     if moments.is_complete(digest):
@@ -100,9 +101,14 @@ def mask_pass(moments: Moments, reader: BandReader, positions: np.ndarray, progr
     if moments.is_complete(digest):
         return
     group = moments.start(positions.size, reader.n_train, digest, 0, gram=False)
-    masks = group.create_array("masks", shape=(positions.size, reader.n_train), dtype=bool,
-                               chunks=(min(positions.size, 2048), reader.n_train),
-                               compressors=[MASK_CODEC], dimension_names=("model", "train"))
+    masks = group.create_array(
+        "masks",
+        shape=(positions.size, reader.n_train),
+        dtype=bool,
+        chunks=(min(positions.size, 2048), reader.n_train),
+        compressors=[MASK_CODEC],
+        dimension_names=("model", "train"),
+    )
     xsum, row = np.zeros(reader.n_train), 0
     for band in reader.bands(positions):
         part = reader.masks(band)
@@ -114,8 +120,16 @@ def mask_pass(moments: Moments, reader: BandReader, positions: np.ndarray, progr
     group.attrs["complete"] = True
 
 
-def target_pass(moments: Moments, reader: BandReader, positions: np.ndarray, split: str, n_targets: int,
-                blocks: list[int], plan: PassPlan, progress: Callable[[int], None]) -> None:
+def target_pass(
+    moments: Moments,
+    reader: BandReader,
+    positions: np.ndarray,
+    split: str,
+    n_targets: int,
+    blocks: list[int],
+    plan: PassPlan,
+    progress: Callable[[int], None],
+) -> None:
     """Write ``X^T Y`` and the target sums of the given target blocks of ``split`` over ``positions``."""
     for first in range(0, len(blocks), plan.target_blocks):
         group = blocks[first : first + plan.target_blocks]

@@ -59,8 +59,7 @@ def solver_bytes(n_train: int, block: int, cap: int, cache_gram: bool = False, v
     counts held in memory as int16 with ``cache_gram``), and the validation masks (``val_rows``)."""
     gram = 2 * n_train * n_train if cache_gram else 0
     val = val_rows * n_train + 4 * val_rows * (cap + 4096)  # bool masks, float32 column blocks
-    return (BASE + gram + val + 4 * cap * n_train + 32 * block * n_train + 12 * cap * cap
-            + 24 * n_train * block)
+    return BASE + gram + val + 4 * cap * n_train + 32 * block * n_train + 12 * cap * cap + 24 * n_train * block
 
 
 def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, val_rows: int = 0) -> FitPlan:
@@ -94,6 +93,8 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, 
     while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram, val_rows) <= memory:
         cap *= 2
     cap = min(cap, n_train)
-    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks),
-               solver_bytes(n_train, block, cap, cache_gram, val_rows))
+    peak = max(
+        pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks),
+        solver_bytes(n_train, block, cap, cache_gram, val_rows),
+    )
     return FitPlan(tile, cache, target_blocks, cap, cache_gram, peak)

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from dmstore.dataset import as_store
+from dmstore.io.dataset import as_store
 from dmstore.io.reads import checked_arrays
-from dmstore.rows import shard_bands
+from dmstore.io.rows import shard_bands
 
 
 class BandReader:

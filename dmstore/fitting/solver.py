@@ -161,8 +161,9 @@ class WorkingSet:
         return self._lipschitz[1]
 
 
-def solve_on(ws: WorkingSet, c: np.ndarray, lam: np.ndarray, syy: np.ndarray, w: np.ndarray, *,
-             tol: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def solve_on(
+    ws: WorkingSet, c: np.ndarray, lam: np.ndarray, syy: np.ndarray, w: np.ndarray, *, tol: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve targets ``c`` ``[A, N]`` at ``lam``, growing ``ws`` until the KKT conditions hold.
 
     ``w`` ``[A, ws.size]`` is the warm start on ``ws.features``. Returns the weights on the final
@@ -176,8 +177,17 @@ def solve_on(ws: WorkingSet, c: np.ndarray, lam: np.ndarray, syy: np.ndarray, w:
             w = np.zeros((c.shape[0], 0), dtype=c.dtype)
         else:
             gram = ws.block()
-            w, _, gap, iters = solve(gram, np.ascontiguousarray(c[:, ws.features]), lam, syy,
-                                     ws.lipschitz(gram), w, tol=tol, max_iter=max_iter, xp=np)
+            w, _, gap, iters = solve(
+                gram,
+                np.ascontiguousarray(c[:, ws.features]),
+                lam,
+                syy,
+                ws.lipschitz(gram),
+                w,
+                tol=tol,
+                max_iter=max_iter,
+                xp=np,
+            )
             iterations += iters
             used = np.flatnonzero(w.any(axis=0))  # w G[U, :] needs only the rows of non-zero weights
             grad = c - w[:, used] @ ws.rows[used]
@@ -203,9 +213,20 @@ class BlockResult:
     steps: np.ndarray
 
 
-def path(fit: Statistics, val: Statistics, *, lambdas: int, lambda_ratio: float, standardize: bool,
-         tol: float, patience: int, max_iter: int, dtype: Any, cap: int,
-         progress: Callable[[int], None] | None = None) -> BlockResult:
+def path(
+    fit: Statistics,
+    val: Statistics,
+    *,
+    lambdas: int,
+    lambda_ratio: float,
+    standardize: bool,
+    tol: float,
+    patience: int,
+    max_iter: int,
+    dtype: Any,
+    cap: int,
+    progress: Callable[[int], None] | None = None,
+) -> BlockResult:
     """Walk the ``lam`` path of a block of targets on ``fit``; choose ``lam`` by validation on ``val``.
 
     Each target's path runs from its ``lam_max`` (all weights zero) down to
@@ -267,12 +288,20 @@ def path(fit: Statistics, val: Statistics, *, lambdas: int, lambda_ratio: float,
     for t, (features, values) in best.items():
         weight[features, t] = values * space.scale[features]
     bias = ybar - weight.T @ space.mean
-    return BlockResult(weight, bias, grid[best_step, np.arange(n_targets)], gap, iterations, best_mse,
-                       syy_val, steps)
+    return BlockResult(weight, bias, grid[best_step, np.arange(n_targets)], gap, iterations, best_mse, syy_val, steps)
 
 
-def refit(stats: Statistics, lam: np.ndarray, start: np.ndarray, *, standardize: bool, tol: float,
-          max_iter: int, dtype: Any, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def refit(
+    stats: Statistics,
+    lam: np.ndarray,
+    start: np.ndarray,
+    *,
+    standardize: bool,
+    tol: float,
+    max_iter: int,
+    dtype: Any,
+    cap: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The LASSO of a block of targets at ``lam`` on ``stats``, warm-started from raw ``start``
     ``[N, B]``; returns raw weights ``[N, B]``, intercepts, relative gaps and iterations."""
     space = Space.build(stats, standardize, dtype)

@@ -81,9 +81,7 @@ def parse_header(prefix: bytes, name: str = "file") -> NpyHeader:
     return NpyHeader(shape=shape, dtype=dtype, fortran_order=fortran, offset=offset)
 
 
-def check_layout(
-    header: NpyHeader, name: str, *, dtype: np.dtype, ndim: int, size: int | None = None
-) -> None:
+def check_layout(header: NpyHeader, name: str, *, dtype: np.dtype, ndim: int, size: int | None = None) -> None:
     """Refuse a file that dmstore cannot stream as row bands, with one clear line.
 
     ``size`` is the file's size in bytes; a smaller file than the header promises is truncated.
@@ -102,4 +100,3 @@ def check_layout(
             f"{name} is truncated: {size:,} bytes, but its header promises {header.offset + header.nbytes:,}; "
             "fetch or write it again"
         )
-

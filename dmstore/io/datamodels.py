@@ -10,8 +10,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from dmstore.dataset import as_store, consolidate
 from dmstore.errors import DmstoreError
+from dmstore.io.dataset import as_store, consolidate
 
 SPLITS = ("train", "test")
 #: Records of the target blocks a fit has written: ``_dmstore/datamodels/{split}/{start}-{stop}.json``.
@@ -113,8 +113,15 @@ def _records(store: Any, split: str, storage_options: dict | None) -> tuple[fssp
     return fs, f"{root.rstrip('/')}/{RECORDS}/{split}"
 
 
-def start_blocks(store: Any, split: str, n_train: int, targets: np.ndarray, block: int, attrs: dict,
-                 storage_options: dict | None = None) -> None:
+def start_blocks(
+    store: Any,
+    split: str,
+    n_train: int,
+    targets: np.ndarray,
+    block: int,
+    attrs: dict,
+    storage_options: dict | None = None,
+) -> None:
     """Create ``datamodels/{split}`` for every target of the split, to be filled block by block
     (weights of unfitted targets read as NaN; :func:`read_datamodels` shows only fitted ones)."""
     root = zarr.open_group(as_store(store, storage_options), mode="a", use_consolidated=False)
@@ -123,21 +130,35 @@ def start_blocks(store: Any, split: str, n_train: int, targets: np.ndarray, bloc
     if fs.exists(records):
         fs.rm(records, recursive=True)
     n_targets = targets.size
-    group.create_array("weight", shape=(n_train, n_targets), dtype="float32", chunks=(n_train, block),
-                       fill_value=np.nan, dimension_names=("train", "target"))
+    group.create_array(
+        "weight",
+        shape=(n_train, n_targets),
+        dtype="float32",
+        chunks=(n_train, block),
+        fill_value=np.nan,
+        dimension_names=("train", "target"),
+    )
     for name in ("bias", "lam"):
-        group.create_array(name, shape=(n_targets,), dtype="float32", chunks=(block,), fill_value=np.nan,
-                           dimension_names=("target",))
+        group.create_array(
+            name, shape=(n_targets,), dtype="float32", chunks=(block,), fill_value=np.nan, dimension_names=("target",)
+        )
     group.create_array("train", data=np.arange(n_train, dtype=np.int64), dimension_names=("train",))
     group.create_array("target", data=np.asarray(targets, dtype=np.int64), dimension_names=("target",))
     group.attrs.update(dict(attrs, split=split, dmstore_blocks=True))
 
 
-def write_block(store: Any, split: str, start: int, weight: np.ndarray, bias: np.ndarray, lam: np.ndarray,
-                summary: dict, storage_options: dict | None = None) -> None:
+def write_block(
+    store: Any,
+    split: str,
+    start: int,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    lam: np.ndarray,
+    summary: dict,
+    storage_options: dict | None = None,
+) -> None:
     """Write the datamodels of targets ``start : start + len(bias)``, then record the block."""
-    group = zarr.open_group(as_store(store, storage_options), mode="r+", path=group_path(split),
-                            use_consolidated=False)
+    group = zarr.open_group(as_store(store, storage_options), mode="r+", path=group_path(split), use_consolidated=False)
     stop = start + bias.size
     group["weight"][:, start:stop] = weight.astype(np.float32)
     group["bias"][start:stop] = bias.astype(np.float32)
@@ -155,7 +176,7 @@ def fitted_blocks(store: Any, split: str, storage_options: dict | None = None) -
     except FileNotFoundError:
         return {}
     out = {}
-    for path, body in (fs.cat(paths).items() if paths else ()):
+    for path, body in fs.cat(paths).items() if paths else ():
         start, stop = path.rsplit("/", 1)[1].removesuffix(".json").split("-")
         out[(int(start), int(stop))] = json.loads(body)
     return out

@@ -10,9 +10,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from dmstore.datamodels import read_datamodels
+from dmstore.analysis.predict import SUB_BAND, predict
 from dmstore.errors import DmstoreError
-from dmstore.predict import SUB_BAND, predict
+from dmstore.io.datamodels import read_datamodels
 
 
 @xr.register_dataset_accessor("dm")

@@ -9,17 +9,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dmstore.cluster import dask_client
-from dmstore.convert import convert
-from dmstore.evaluate import evaluate
-from dmstore.example import make_example
+from dmstore.analysis.evaluate import evaluate
+from dmstore.analysis.stats import plot_stats, stats
+from dmstore.conversion.convert import convert
+from dmstore.conversion.info import describe
+from dmstore.experiment.example import make_example
 from dmstore.fitting.fit import fit
-from dmstore.info import describe
-from dmstore.stats import plot_stats, stats
+from dmstore.io.cluster import dask_client
 
 
-def demo(out: str | Path, *, models: int = 3000, eval_models: int = 1000, seed: int = 0,
-         progress: bool = True, say=print) -> dict:
+def demo(
+    out: str | Path, *, models: int = 3000, eval_models: int = 1000, seed: int = 0, progress: bool = True, say=print
+) -> dict:
     """Run the demo into ``out``; ``say`` receives each line of the running commentary.
 
     Returns the figures it reports: ``lds``, ``n_targets``, ``n_eval``, ``seconds``, the paths.
@@ -34,9 +35,13 @@ def demo(out: str | Path, *, models: int = 3000, eval_models: int = 1000, seed: 
         say(f"\n== {title} [{time.perf_counter() - clock:.0f} s]")
 
     step(f"1/4 dmstore example: train {models + eval_models:,} small networks on random halves of the digits data")
-    say("   Each row of the published matrices is one trained model; so it is here. The last "
-        f"{eval_models:,} models are held out to evaluate datamodels.")
-    make_example(out / "example-data", "digits", pct=50, models=models, eval_models=eval_models, seed=seed, progress=progress)
+    say(
+        "   Each row of the published matrices is one trained model; so it is here. The last "
+        f"{eval_models:,} models are held out to evaluate datamodels."
+    )
+    make_example(
+        out / "example-data", "digits", pct=50, models=models, eval_models=eval_models, seed=seed, progress=progress
+    )
     with dask_client() as client:
         step("2/4 dmstore convert: stream the .npy matrices (local folder, the bucket's layout) into a Zarr store")
         convert(str(out / "example-data"), store, "digits", 50, scheduler=client, progress=progress)
@@ -44,18 +49,26 @@ def demo(out: str | Path, *, models: int = 3000, eval_models: int = 1000, seed: 
         step("3/4 dmstore fit: one LASSO datamodel per test example, from one pass over the store")
         dm = fit(store, "test", scheduler=client, overwrite=True, progress=progress)
         a = dm.attrs
-        say(f"   {a['n_targets']} datamodels from {a['n_fit']:,} + {a['n_val']:,} validation models; "
+        say(
+            f"   {a['n_targets']} datamodels from {a['n_fit']:,} + {a['n_val']:,} validation models; "
             f"median lam {a['median_lam']:.3g}, on average {a['mean_nonzeros']:.0f} of {dm.sizes['train']} "
-            f"training examples matter per test example")
+            f"training examples matter per test example"
+        )
         step("4/4 dmstore evaluate: predict the held-out models' margins from their training subsets")
         result = evaluate(store, "test", scheduler=client, plot=out / "evaluate-test.png", progress=progress)
         summary = stats(store, scheduler=client, progress=progress)
         plot_stats(summary, out / "stats.png")
-    figures.update(lds=float(result.attrs["lds"]), n_targets=int(result.attrs["n_targets"]),
-                   n_eval=int(result.attrs["n_eval_models"]), seconds=time.perf_counter() - clock,
-                   plots=[str(out / "evaluate-test.png"), str(out / "stats.png")])
-    say(f"\nLDS {figures['lds']:.3f}: across {figures['n_eval']:,} models it never saw, a datamodel's prediction "
-        "(mask @ weight + bias) ranks their margins with this mean Spearman correlation (0 = chance, 1 = perfect).")
+    figures.update(
+        lds=float(result.attrs["lds"]),
+        n_targets=int(result.attrs["n_targets"]),
+        n_eval=int(result.attrs["n_eval_models"]),
+        seconds=time.perf_counter() - clock,
+        plots=[str(out / "evaluate-test.png"), str(out / "stats.png")],
+    )
+    say(
+        f"\nLDS {figures['lds']:.3f}: across {figures['n_eval']:,} models it never saw, a datamodel's prediction "
+        "(mask @ weight + bias) ranks their margins with this mean Spearman correlation (0 = chance, 1 = perfect)."
+    )
     say(f"plots: {figures['plots'][0]} (predicted vs true margins), {figures['plots'][1]} (per-example statistics)")
     say(f"next: python -c \"import dmstore; ds = dmstore.open('{store}'); print(ds.dm.top_influencers(test=0, k=5))\"")
     say(f"done in {figures['seconds']:.0f} s")

@@ -8,11 +8,11 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from dmstore import store
-from dmstore.cluster import dask_client
-from dmstore.dataset import as_store
 from dmstore.errors import DmstoreError
-from dmstore.source import Source, data_key
+from dmstore.io import store
+from dmstore.io.cluster import dask_client
+from dmstore.io.dataset import as_store
+from dmstore.io.source import Source, data_key
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,19 @@ def band_digest(dest: str, options: dict | None, name: str, start: int, stop: in
     return store.checksum(np.ascontiguousarray(array[start - first : stop - first]).tobytes())
 
 
-def check_band(dest: str, options: dict | None, name: str, start: int, stop: int, first: int, expected: str,
-               source: Source | None, key: str | None, offset: int, row_bytes: int) -> BandCheck:
+def check_band(
+    dest: str,
+    options: dict | None,
+    name: str,
+    start: int,
+    stop: int,
+    first: int,
+    expected: str,
+    source: Source | None,
+    key: str | None,
+    offset: int,
+    row_bytes: int,
+) -> BandCheck:
     """Dask task: compare one band with its record (and with the source, when given)."""
     try:
         digest = band_digest(dest, options, name, start, stop, first)
@@ -76,8 +87,13 @@ def verify(
         shape, dtype = plan["arrays"][name]["shape"], np.dtype(plan["arrays"][name]["dtype"])
         row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
         offset = source.header(key).offset if source is not None else 0
-        tasks += [(dest, storage_options, name, a, b, first, digest, source, key, offset, row_bytes) for a, b, digest in bands]
-    with dask_client(scheduler) as client, tqdm(total=len(tasks), unit="band", desc="verify", disable=not progress) as bar:
+        tasks += [
+            (dest, storage_options, name, a, b, first, digest, source, key, offset, row_bytes) for a, b, digest in bands
+        ]
+    with (
+        dask_client(scheduler) as client,
+        tqdm(total=len(tasks), unit="band", desc="verify", disable=not progress) as bar,
+    ):
         futures = [client.submit(check_band, *task, pure=False) for task in tasks]
         results = []
         for future in futures:

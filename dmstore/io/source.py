@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import fsspec
 
 from dmstore.errors import DmstoreError
-from dmstore.npy import HEADER_PROBE, NpyHeader, header_length, parse_header
+from dmstore.io.npy import HEADER_PROBE, NpyHeader, header_length, parse_header
 
 PUBLISHED_BUCKET = "madrylab-datamodels"
 # seconds before the first retry of a failed read, doubling up to MAX_BACKOFF

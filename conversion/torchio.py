@@ -10,9 +10,9 @@ import tempfile
 
 import numpy as np
 
-from dmstore.datamodels import read_datamodels, write_datamodels
 from dmstore.errors import DmstoreError
-from dmstore.source import Source
+from dmstore.io.datamodels import read_datamodels, write_datamodels
+from dmstore.io.source import Source
 
 KEYS = ("weight", "bias", "lam")
 
@@ -31,7 +31,9 @@ def load_pt(path: str) -> dict[str, np.ndarray]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise DmstoreError(f"{path} is not a datamodels .pt file torch can load safely ({type(exc).__name__}: {exc})") from exc
+        raise DmstoreError(
+            f"{path} is not a datamodels .pt file torch can load safely ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(content, dict) or any(k not in content for k in KEYS):
         raise DmstoreError(f"{path} does not hold a dict with {', '.join(KEYS)}: is it a datamodels file?")
     arrays = {k: content[k].numpy() for k in KEYS}
@@ -48,9 +50,14 @@ def import_datamodels(source: Source, key: str, dest: str, split: str, dest_opti
         source.retrying(key, lambda: source.fs.get_file(source.path(key), local))
         arrays = load_pt(local)
         write_datamodels(
-            dest, split, arrays["weight"], arrays["bias"], arrays["lam"].reshape(-1),
+            dest,
+            split,
+            arrays["weight"],
+            arrays["bias"],
+            arrays["lam"].reshape(-1),
             attrs={"method": "imported", "source": source.describe(key), "source_dtype": str(arrays["weight"].dtype)},
-            overwrite=True, storage_options=dest_options,
+            overwrite=True,
+            storage_options=dest_options,
         )
 
 

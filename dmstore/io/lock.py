@@ -48,7 +48,8 @@ def store_lock(dest: str, name: str, what: str, storage_options: dict | None = N
         held = json.loads(fs.cat_file(path))
         if not is_stale(held, time.time(), host):
             raise DmstoreError(
-                f"{dest} is busy: {held.get('what', 'another dmstore run')} (pid {held.get('pid')} on {held.get('host')}) "
+                f"{dest} is busy: {held.get('what', 'another dmstore run')} (pid {held.get('pid')} on "
+                f"{held.get('host')}) "
                 f"holds its lock; wait for it to finish, or delete {path} if that run is gone"
             )
 

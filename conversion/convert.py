@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 from dask.distributed import as_completed
+from dmstore.conversion.plan import ArrayPlan, parse_rows, parse_size, plan_array, workers_for
+from dmstore.conversion.verify import verify
 from tqdm.auto import tqdm
 
-from dmstore import catalog, store
-from dmstore.cluster import dask_client
 from dmstore.errors import DmstoreError
-from dmstore.lock import store_lock
-from dmstore.npy import NpyHeader, check_layout
-from dmstore.plan import ArrayPlan, parse_rows, parse_size, plan_array, workers_for
-from dmstore.shard import blosc, shard_pieces
-from dmstore.source import Source, data_key, datamodels_key
-from dmstore.verify import verify
+from dmstore.io import catalog, store
+from dmstore.io.cluster import dask_client
+from dmstore.io.lock import store_lock
+from dmstore.io.npy import NpyHeader, check_layout
+from dmstore.io.shard import blosc, shard_pieces
+from dmstore.io.source import Source, data_key, datamodels_key
 
 # --arrays choices -> store variables
 ARRAY_GROUPS = {
@@ -74,8 +74,13 @@ class ConversionPlan:
             "rows": list(self.rows),
             "eval_rows": list(self.eval_rows),
             "arrays": {
-                p.name: {"shape": list(p.shape), "dtype": str(p.dtype), "chunks": list(p.chunks), "shards": list(p.shards),
-                         "codec": store.codec(p.dtype).to_dict()}
+                p.name: {
+                    "shape": list(p.shape),
+                    "dtype": str(p.dtype),
+                    "chunks": list(p.chunks),
+                    "shards": list(p.shards),
+                    "codec": store.codec(p.dtype).to_dict(),
+                }
                 for p in self.arrays
             },
         }
@@ -84,7 +89,10 @@ class ConversionPlan:
         """The plan, for people."""
         price = catalog.catalog()["price_per_gb"]
         lines = [f"convert {self.dataset} {self.pct}% from {self.source.url} into {self.dest}"]
-        lines.append(f"  models {self.rows[0]:,}:{self.rows[1]:,} of {self.models:,}; evaluation models {self.eval_rows[0]:,}:{self.eval_rows[1]:,}")
+        lines.append(
+            f"  models {self.rows[0]:,}:{self.rows[1]:,} of {self.models:,}; evaluation models "
+            f"{self.eval_rows[0]:,}:{self.eval_rows[1]:,}"
+        )
         for p in self.arrays:
             shape = " x ".join(f"{n:,}" for n in (self.rows[1] - self.rows[0], *p.shape[1:]))
             lines.append(
@@ -92,10 +100,19 @@ class ConversionPlan:
                 f"chunks {'x'.join(map(str, p.chunks))}  shards {'x'.join(map(str, p.shards))}  {len(p.bands)} bands"
             )
         for split, size in self.datamodels.items():
-            lines.append(f"  datamodels/{split:5} {datamodels_key(self.dataset, split, self.pct):>26} {size / 2**30:17.2f} GB")
+            lines.append(
+                f"  datamodels/{split:5} {datamodels_key(self.dataset, split, self.pct):>26} {size / 2**30:17.2f} GB"
+            )
         pays = " (requester pays)" if self.source.pays else ""
-        lines.append(f"  transfer {self.nbytes / 2**30:.2f} GB, AWS cost about ${self.nbytes / 2**30 * price:.2f}{pays}" if self.source.protocol == "s3" else f"  read {self.nbytes / 2**30:.2f} GB")
-        lines.append(f"  store about {self.store_bytes / 2**30:.2f} GB; {self.n_workers} worker(s), peak memory within {self.max_memory / 2**30:.2f} GB")
+        lines.append(
+            f"  transfer {self.nbytes / 2**30:.2f} GB, AWS cost about ${self.nbytes / 2**30 * price:.2f}{pays}"
+            if self.source.protocol == "s3"
+            else f"  read {self.nbytes / 2**30:.2f} GB"
+        )
+        lines.append(
+            f"  store about {self.store_bytes / 2**30:.2f} GB; {self.n_workers} worker(s), peak memory within "
+            f"{self.max_memory / 2**30:.2f} GB"
+        )
         return "\n".join(lines)
 
 
@@ -135,11 +152,15 @@ def plan_conversion(
             if source.exists(key):
                 datamodels[split] = source.size(key)
         if not datamodels:
-            raise DmstoreError(f"no datamodels .pt files for {dataset} {pct}% at {source.describe(f'{dataset}/datamodels/')}")
+            raise DmstoreError(
+                f"no datamodels .pt files for {dataset} {pct}% at {source.describe(f'{dataset}/datamodels/')}"
+            )
     budget = parse_size(max_memory) if isinstance(max_memory, str) else int(max_memory)
     largest = max((p.band_bytes for p in plans), default=0)
     n_workers = workers_for(budget, largest, cores or os.cpu_count() or 1) if plans else 1
-    return ConversionPlan(source, dest, dataset, pct, n_models, rows, eval_range, plans, headers, datamodels, n_workers, budget)
+    return ConversionPlan(
+        source, dest, dataset, pct, n_models, rows, eval_range, plans, headers, datamodels, n_workers, budget
+    )
 
 
 def convert(
@@ -180,7 +201,9 @@ def convert(
         Plan only: print nothing, read no data, return the plan.
     """
     source = source if isinstance(source, Source) else Source(source)
-    plan = plan_conversion(source, dest, dataset, pct, arrays=arrays, models=models, eval_rows=eval_rows, max_memory=max_memory)
+    plan = plan_conversion(
+        source, dest, dataset, pct, arrays=arrays, models=models, eval_rows=eval_rows, max_memory=max_memory
+    )
     if dry_run:
         return plan
     attrs = _check_destination(plan, dest_storage_options)
@@ -199,16 +222,20 @@ def convert(
             _finish(plan, dest_storage_options)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise DmstoreError(f"the destination {dest} is full: free space, then run the same command to resume", exit_code=1) from exc
+            raise DmstoreError(
+                f"the destination {dest} is full: free space, then run the same command to resume", exit_code=1
+            ) from exc
         raise
     return plan
 
 
-def convert_band(source: Source, key: str, offset: int, plan: ArrayPlan, dest: str, dest_options: dict | None, start: int, stop: int) -> tuple[str, int, int]:
+def convert_band(
+    source: Source, key: str, offset: int, plan: ArrayPlan, dest: str, dest_options: dict | None, start: int, stop: int
+) -> tuple[str, int, int]:
     """Dask task: read rows ``[start, stop)`` in one range, write their shard, record the checksum.
 
     The task owns shard row-block ``block`` and writes it whole (replacing what an earlier,
-    interrupted try may have left), with the bytes Zarr itself would write (:mod:`dmstore.shard`).
+    interrupted try may have left), with the bytes Zarr itself would write (:mod:`dmstore.io.shard`).
     """
     begin = offset + start * plan.row_bytes
     data = source.read(key, begin, begin + (stop - start) * plan.row_bytes)
@@ -222,16 +249,26 @@ def convert_band(source: Source, key: str, offset: int, plan: ArrayPlan, dest: s
 
 def _run_bands(plan: ConversionPlan, pending: list, scheduler, dest_options: dict | None, progress: bool) -> None:
     total = sum((b - a) * p.row_bytes for p, (a, b) in pending)
-    with dask_client(scheduler, n_workers=plan.n_workers) as client, tqdm(
-        total=total, unit="B", unit_scale=True, desc="convert", disable=not progress
-    ) as bar:
+    with (
+        dask_client(scheduler, n_workers=plan.n_workers) as client,
+        tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar,
+    ):
         source = client.scatter(plan.source, broadcast=True)
         futures = {}
         for p, (start, stop) in pending:
             key = data_key(plan.dataset, p.name, plan.pct)
             future = client.submit(
-                convert_band, source, key, plan.headers[p.name].offset, p, plan.dest, dest_options, start, stop,
-                key=f"band-{p.name}-{start}-{stop}", pure=False,
+                convert_band,
+                source,
+                key,
+                plan.headers[p.name].offset,
+                p,
+                plan.dest,
+                dest_options,
+                start,
+                stop,
+                key=f"band-{p.name}-{start}-{stop}",
+                pure=False,
             )
             futures[future] = (stop - start) * p.row_bytes
         try:
@@ -249,7 +286,9 @@ def _check_destination(plan: ConversionPlan, dest_options: dict | None) -> dict 
     if attrs is None:
         fs, path = fsspec.core.url_to_fs(plan.dest, **(dest_options or {}))
         if fs.exists(path) and [p for p in fs.ls(path) if not p.rstrip("/").endswith("_dmstore")]:
-            raise DmstoreError(f"{plan.dest} exists and is not a dmstore store: choose a new destination (nothing was changed)")
+            raise DmstoreError(
+                f"{plan.dest} exists and is not a dmstore store: choose a new destination (nothing was changed)"
+            )
         return None
     if attrs.get("dmstore_plan") != plan.fingerprint():
         held = f"{attrs.get('dataset', 'unknown')} {attrs.get('pct', '?')}%" if "dataset" in attrs else "other data"
@@ -262,7 +301,9 @@ def _check_destination(plan: ConversionPlan, dest_options: dict | None) -> dict 
 
 def _create(plan: ConversionPlan, dest_options: dict | None) -> None:
     """Write the skeleton of a new store: metadata, coordinates and provenance."""
-    files = {plan.source.describe(data_key(plan.dataset, n, plan.pct)): h.offset + h.nbytes for n, h in plan.headers.items()}
+    files = {
+        plan.source.describe(data_key(plan.dataset, n, plan.pct)): h.offset + h.nbytes for n, h in plan.headers.items()
+    }
     attrs = store.provenance(plan.dataset, plan.pct, plan.source.url, files, plan.fingerprint())
     store.create_skeleton(plan.dest, plan.arrays, _coords(plan), attrs, dest_options)
 
@@ -284,8 +325,15 @@ def _coords(plan: ConversionPlan) -> dict:
         axis = name.split("_", 1)[0]
         coords[axis] = np.arange(header.shape[1], dtype=np.int64)
         if name.endswith("logits"):
-            names = catalog.dataset_info(plan.dataset).get("classes") if plan.dataset in catalog.catalog()["datasets"] else None
-            coords["class"] = np.array(names if names and len(names) == header.shape[2] else [str(c) for c in range(header.shape[2])], dtype=object)
+            names = (
+                catalog.dataset_info(plan.dataset).get("classes")
+                if plan.dataset in catalog.catalog()["datasets"]
+                else None
+            )
+            coords["class"] = np.array(
+                names if names and len(names) == header.shape[2] else [str(c) for c in range(header.shape[2])],
+                dtype=object,
+            )
     return coords
 
 
@@ -296,7 +344,7 @@ def _finish(plan: ConversionPlan, dest_options: dict | None) -> None:
 
 
 def _import_datamodels(plan: ConversionPlan, split: str, dest_options: dict | None) -> None:
-    from dmstore.torchio import import_datamodels
+    from dmstore.conversion.torchio import import_datamodels
 
     import_datamodels(plan.source, datamodels_key(plan.dataset, split, plan.pct), plan.dest, split, dest_options)
 
@@ -305,7 +353,9 @@ def _check_shapes(headers: dict[str, NpyHeader]) -> int:
     rows = {name: h.shape[0] for name, h in headers.items()}
     if len(set(rows.values())) > 1:
         listing = ", ".join(f"{n} {m:,}" for n, m in rows.items())
-        raise DmstoreError(f"the matrices have different numbers of models ({listing}): they must come from one experiment")
+        raise DmstoreError(
+            f"the matrices have different numbers of models ({listing}): they must come from one experiment"
+        )
     for axis in ("train", "test"):
         widths = {h.shape[1] for n, h in headers.items() if n.startswith(axis)}
         if len(widths) > 1:
@@ -333,6 +383,12 @@ def _default_eval_rows(source: Source, dataset: str, pct: int) -> int:
         example = json.loads(source.read(record, 0, source.size(record)))
         params = example["params"]
         if example["rows_done"] < params["models"] + params["eval_models"]:
-            raise DmstoreError(f"the example at {source.describe(dataset)} is unfinished: run the same `dmstore example` command again first")
+            raise DmstoreError(
+                f"the example at {source.describe(dataset)} is unfinished: run the same `dmstore example` "
+                "command again first"
+            )
         return params["eval_models"]
-    raise DmstoreError(f"{dataset!r} is not published data: say which rows are evaluation models with --eval-rows (e.g. --eval-rows 2000 for the last 2000)")
+    raise DmstoreError(
+        f"{dataset!r} is not published data: say which rows are evaluation models with --eval-rows (e.g. "
+        "--eval-rows 2000 for the last 2000)"
+    )

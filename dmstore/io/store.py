@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import dask.array as da
 import fsspec
@@ -19,9 +19,8 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from dmstore._version import __version__
-from dmstore.dataset import as_store, known_warnings
 from dmstore.errors import DmstoreError
-from dmstore.plan import ArrayPlan
+from dmstore.io.dataset import as_store, known_warnings
 
 RECORDS = "_dmstore/bands"
 
@@ -36,7 +35,9 @@ def codec(dtype: np.dtype) -> BloscCodec:
     """Blosc zstd level 1: bitshuffle for masks, byte-shuffle for float16 (benchmarks/bench_chunks.py)."""
     if np.dtype(dtype) == bool:
         return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1, blocksize=BLOSC_BLOCK)
-    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize, blocksize=BLOSC_BLOCK)
+    return BloscCodec(
+        cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize, blocksize=BLOSC_BLOCK
+    )
 
 
 def dims(name: str) -> tuple[str, ...]:
@@ -45,8 +46,19 @@ def dims(name: str) -> tuple[str, ...]:
     return ("model", examples, "class") if name.endswith("logits") else ("model", examples)
 
 
+class ArrayLayout(Protocol):
+    """What the skeleton needs of an array's plan (:class:`dmstore.conversion.plan.ArrayPlan`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...]
+    rows: tuple[int, int]
+
+
 def create_skeleton(
-    dest: str, plans: Iterable[ArrayPlan], coords: dict[str, Any], attrs: dict, storage_options: dict | None
+    dest: str, plans: Iterable[ArrayLayout], coords: dict[str, Any], attrs: dict, storage_options: dict | None
 ) -> None:
     """Write metadata and coordinates of an empty store; the data arrays are left unwritten."""
     plans = list(plans)
@@ -122,7 +134,7 @@ def read_records(dest: str, storage_options: dict | None) -> dict[tuple[str, int
     except FileNotFoundError:
         return {}
     records = {}
-    for path, body in fs.cat(paths).items() if paths else ():
+    for _path, body in fs.cat(paths).items() if paths else ():
         record = json.loads(body)
         records[(record["array"], *record["rows"])] = record["crc32c"]
     return records

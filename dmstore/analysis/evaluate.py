@@ -12,14 +12,14 @@ from dask.distributed import as_completed
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from dmstore import plots
-from dmstore.cluster import dask_client
-from dmstore.datamodels import read_datamodels
-from dmstore.dataset import consolidate
-from dmstore.dataset import open as open_store
+from dmstore.analysis import plots
+from dmstore.analysis.predict import predict
 from dmstore.errors import DmstoreError
-from dmstore.predict import predict
-from dmstore.rows import band_size, model_bands
+from dmstore.io.cluster import dask_client
+from dmstore.io.datamodels import read_datamodels
+from dmstore.io.dataset import consolidate
+from dmstore.io.dataset import open as open_store
+from dmstore.io.rows import band_size, model_bands
 
 MEMORY = 1 << 30  # bytes for one batch of targets: its weights and its gathered margins
 BYTES_PER_CELL = 48  # gathered float32 predicted and true margins, float64 ranks and centred copies
@@ -142,9 +142,10 @@ def evaluate(
     batch = target_batch(n_eval, masks.shape[1], memory)
     starts = range(0, len(targets), batch)
     scores: dict[str, list[np.ndarray]] = {"spearman": [], "pearson": [], "mse": []}
-    with dask_client(scheduler) as client, tqdm(
-        total=len(starts) * len(bands), desc=f"evaluate {target}", unit="band", disable=not progress
-    ) as bar:
+    with (
+        dask_client(scheduler) as client,
+        tqdm(total=len(starts) * len(bands), desc=f"evaluate {target}", unit="band", disable=not progress) as bar,
+    ):
         for start in starts:
             cols = slice(start, start + batch)
             predicted = predict(masks, dm["weight"].data[:, cols], dm["bias"].data[cols])
@@ -173,7 +174,11 @@ def evaluate(
     }
     if write:
         result.to_zarr(
-            store, group=f"evaluation/{target}", mode="w", zarr_format=3, consolidated=False,
+            store,
+            group=f"evaluation/{target}",
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
             storage_options=storage_options,
         )
         consolidate(store, storage_options)
@@ -211,4 +216,6 @@ def plot_evaluation(result: xr.Dataset, path: str | Path) -> Path:
     hist.set_xlabel("correlation across evaluation models")
     hist.set_ylabel("targets")
     hist.legend()
-    return plots.save(fig, path, f"{result.attrs['n_targets']} targets, {result.attrs['n_eval_models']} evaluation models")
+    return plots.save(
+        fig, path, f"{result.attrs['n_targets']} targets, {result.attrs['n_eval_models']} evaluation models"
+    )

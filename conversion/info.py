@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import zarr
 
-from dmstore.dataset import as_store, known_warnings
 from dmstore.errors import DmstoreError
+from dmstore.io.dataset import as_store, known_warnings
 
 
 def describe(dest: str, storage_options: dict | None = None) -> str:
@@ -15,7 +15,10 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise DmstoreError(f"no store at {dest}: check the path") from exc
     attrs = root.attrs.asdict()
-    lines = [f"{dest}: {attrs.get('dataset', '?')} {attrs.get('pct', '?')}% ({attrs.get('dmstore_status', 'no dmstore status')})"]
+    lines = [
+        f"{dest}: {attrs.get('dataset', '?')} {attrs.get('pct', '?')}% "
+        f"({attrs.get('dmstore_status', 'no dmstore status')})"
+    ]
     if "source" in attrs:
         lines.append(f"  source {attrs['source']}")
     with known_warnings():
@@ -28,7 +31,9 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
         ratio = array.nbytes / stored if stored else float("nan")
         lines.append(
             f"  {name:14} {shape:>24} {str(array.dtype):8} chunks {'x'.join(map(str, array.chunks))} "
-            f"shards {'x'.join(map(str, array.shards or array.chunks))}  {stored / 2**20:,.1f} MiB stored ({ratio:.2f}x)"
+            ""
+            f"shards {'x'.join(map(str, array.shards or array.chunks))}  {stored / 2**20:,.1f} MiB stored "
+            f"({ratio:.2f}x)"
         )
     if "split" in root:
         split = root["split"][:]
@@ -42,15 +47,20 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
             kept = group["xtx"] if "xtx" in group else group["masks"]
             what = f"counts {kept.shape[0]:,} x {kept.shape[1]:,}" if "xtx" in group else "their masks"
             state = "complete" if a.get("complete") else f"{a.get('panels', 0)} tile rows written"
-            targets = ", ".join(f"{k.removeprefix('xty_')} target blocks {len(v)}" for k, v in sorted(a.items())
-                                if k.startswith("xty_"))
-            lines.append(f"  moments/{name}: statistics of {a.get('n', 0):,} models, {what} "
-                         f"({state}, {kept.nbytes_stored() / 2**20:,.1f} MiB stored)"
-                         + (f", {targets}" if targets else ""))
+            targets = ", ".join(
+                f"{k.removeprefix('xty_')} target blocks {len(v)}" for k, v in sorted(a.items()) if k.startswith("xty_")
+            )
+            lines.append(
+                f"  moments/{name}: statistics of {a.get('n', 0):,} models, {what} "
+                f"({state}, {kept.nbytes_stored() / 2**20:,.1f} MiB stored)" + (f", {targets}" if targets else "")
+            )
     if "datamodels" in groups:
         with known_warnings():
             datamodels = sorted(groups["datamodels"].groups())
         for name, group in datamodels:
             weight = group["weight"]
-            lines.append(f"  datamodels/{name}: {weight.shape[1]:,} targets x {weight.shape[0]:,} train ({group.attrs.get('method', '?')})")
+            lines.append(
+                f"  datamodels/{name}: {weight.shape[1]:,} targets x {weight.shape[0]:,} train "
+                f"({group.attrs.get('method', '?')})"
+            )
     return "\n".join(lines)

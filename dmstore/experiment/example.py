@@ -67,9 +67,7 @@ def load_digits_split() -> DataSplit:
 
     digits = load_digits()
     labels = digits.target.astype(np.int64)
-    train, test = train_test_split(
-        np.arange(len(labels)), train_size=1000, stratify=labels, random_state=0
-    )
+    train, test = train_test_split(np.arange(len(labels)), train_size=1000, stratify=labels, random_state=0)
     train, test = np.sort(train).astype(np.int64), np.sort(test).astype(np.int64)
     x = digits.data.astype(np.float32)
     mean, std = x[train].mean(axis=0), x[train].std(axis=0)
@@ -110,9 +108,7 @@ def margins_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float32)
     labels = np.asarray(labels)
     if x.ndim < 2 or x.shape[-1] < 2 or labels.shape != x.shape[-2:-1]:
-        raise DmstoreError(
-            f"logits {x.shape} and labels {labels.shape} do not match: need [..., N, C>=2] and [N]"
-        )
+        raise DmstoreError(f"logits {x.shape} and labels {labels.shape} do not match: need [..., N, C>=2] and [N]")
     if labels.size and (labels.min() < 0 or labels.max() >= x.shape[-1]):
         raise DmstoreError(f"labels must lie in 0..{x.shape[-1] - 1}")
     at = np.broadcast_to(labels[:, None], x.shape[:-1] + (1,))
@@ -137,10 +133,7 @@ def draw_model(
     subset = np.sort(rng.choice(n_train, size=k, replace=False))
     layers = [((hidden, n_features), n_features), ((hidden, 1), n_features)]
     layers += [((n_classes, hidden), hidden), ((n_classes, 1), hidden)]
-    params = [
-        (rng.uniform(-1.0, 1.0, size=shape) / np.sqrt(fan_in)).astype(np.float32)
-        for shape, fan_in in layers
-    ]
+    params = [(rng.uniform(-1.0, 1.0, size=shape) / np.sqrt(fan_in)).astype(np.float32) for shape, fan_in in layers]
     return subset, params
 
 
@@ -289,9 +282,7 @@ def make_example(
     (data / "classes.json").write_text(json.dumps(list(split.classes)) + "\n")
     if done == 0:
         for kind, (shape, dtype) in layout.items():
-            np.lib.format.open_memmap(
-                paths[kind], mode="w+", dtype=dtype, shape=shape, version=(1, 0)
-            ).flush()
+            np.lib.format.open_memmap(paths[kind], mode="w+", dtype=dtype, shape=shape, version=(1, 0)).flush()
         _write_record(record_path, params, 0)
 
     x_eval = np.concatenate([split.x_train, split.x_test])
@@ -300,10 +291,7 @@ def make_example(
     with bar, _torch_threads():
         for start in range(done, rows, BATCH_MODELS):
             stop = min(start + BATCH_MODELS, rows)
-            draws = [
-                draw_model(seed, r, n_train, k, split.x_train.shape[1], n_classes)
-                for r in range(start, stop)
-            ]
+            draws = [draw_model(seed, r, n_train, k, split.x_train.shape[1], n_classes) for r in range(start, stop)]
             subsets = np.stack([subset for subset, _ in draws])
             init = [np.stack(layer) for layer in zip(*(weights for _, weights in draws))]
             logits = train_models(split.x_train, split.y_train, x_eval, subsets, init)
@@ -404,6 +392,4 @@ def _require(module: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
-        raise DmstoreError(
-            f"dmstore example needs {module}: pip install 'dmstore[example]'", exit_code=1
-        ) from None
+        raise DmstoreError(f"dmstore example needs {module}: pip install 'dmstore[example]'", exit_code=1) from None

@@ -42,6 +42,4 @@ def predict(masks: da.Array, weight: da.Array, bias: da.Array, *, target_chunk: 
     masks = da.asarray(masks).rechunk({1: -1})
     weight = da.asarray(weight).rechunk({0: -1, 1: target_chunk})
     bias = da.asarray(bias).rechunk({0: weight.chunks[1]})
-    return da.blockwise(
-        predict_band, "mt", masks, "mn", weight, "nt", bias, "t", concatenate=True, dtype=np.float32
-    )
+    return da.blockwise(predict_band, "mt", masks, "mn", weight, "nt", bias, "t", concatenate=True, dtype=np.float32)

@@ -27,7 +27,7 @@ CHUNK_COLS = 256
 CHUNK_BYTES = 2**20
 # Peak resident bytes of one band task per byte of band: the bytes read and their encoded
 # chunks, written as they are made (benchmarks/bench_convert.py: 1.06 on 78 MiB margins bands
-# with dmstore.shard; 2.74 when Zarr assembled the shard). Kept with a margin.
+# with dmstore.io.shard; 2.74 when Zarr assembled the shard). Kept with a margin.
 BAND_MEMORY_FACTOR = 2.0
 # Resident bytes before any band is read: the driver with the scheduler and the nannies (plus
 # multiprocessing's resource tracker), and each worker process once it has loaded dmstore
@@ -73,9 +73,7 @@ class ArrayPlan:
         return (self.rows[1] - self.rows[0]) * self.row_bytes
 
 
-def plan_array(
-    name: str, shape: tuple[int, ...], dtype: np.dtype, rows: tuple[int, int] | None = None
-) -> ArrayPlan:
+def plan_array(name: str, shape: tuple[int, ...], dtype: np.dtype, rows: tuple[int, int] | None = None) -> ArrayPlan:
     """Chunks, shards and bands of one array.
 
     Parameters
@@ -142,12 +140,22 @@ def parse_rows(text: str | None, models: int, flag: str = "--models") -> tuple[i
 
 def parse_size(text: str) -> int:
     """A byte size such as ``2GB``, ``512MiB`` or ``1e9`` as an integer."""
-    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    units = {
+        "": 1,
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+    }
     value = text.strip().upper()
     number = value.rstrip("KMGTIB")
     try:
-        return int(float(number) * units[value[len(number):]])
+        return int(float(number) * units[value[len(number) :]])
     except (ValueError, KeyError) as exc:
         raise DmstoreError(f"{text!r} is not a size: write e.g. 2GB or 512MiB") from exc
 

@@ -12,11 +12,11 @@ import xarray as xr
 from dask.distributed import as_completed
 from tqdm.auto import tqdm
 
-from dmstore import plots
-from dmstore.cluster import dask_client
-from dmstore.dataset import open as open_store
+from dmstore.analysis import plots
 from dmstore.errors import DmstoreError
-from dmstore.rows import model_bands
+from dmstore.io.cluster import dask_client
+from dmstore.io.dataset import open as open_store
+from dmstore.io.rows import model_bands
 
 SPLITS = ("train", "test")
 
@@ -122,7 +122,10 @@ def stats(
     with dask_client(scheduler) as client:
         futures = client.compute([band_sums(ds.isel(model=band), targets, target) for band in bands])
         for _, part in tqdm(
-            as_completed(futures, with_results=True), total=len(futures), desc="stats", unit="band",
+            as_completed(futures, with_results=True),
+            total=len(futures),
+            desc="stats",
+            unit="band",
             disable=not progress,
         ):
             total = part if total is None else total + part
