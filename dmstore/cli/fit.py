@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 from dmstore.errors import DmstoreError
 from dmstore.fitting.fit import DTYPES, fit
+
+#: The solver's defaults live in one place, the signature of ``fit``.
+DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()}
 from dmstore.io.datamodels import SPLITS
 
 
@@ -47,13 +52,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--val-models",
-        default="0.1",
+        default=str(DEFAULTS["val_models"]),
         metavar="FRACTION|COUNT",
         help="validation models, the last fit rows: a fraction or a count (default: %(default)s)",
     )
-    parser.add_argument("--lambdas", type=int, default=100, help="points on the lam path (default: %(default)s)")
+    parser.add_argument("--lambdas", type=int, default=DEFAULTS["lambdas"], help="points on the lam path (default: %(default)s)")
     parser.add_argument(
-        "--lambda-ratio", type=float, default=1e-3, help="smallest lam / largest lam of the path (default: %(default)s)"
+        "--lambda-ratio", type=float, default=DEFAULTS["lambda_ratio"], help="smallest lam / largest lam of the path (default: %(default)s)"
     )
     parser.add_argument(
         "--standardize",
@@ -65,18 +70,18 @@ def register(subparsers) -> None:
         "--no-standardize", dest="standardize", action="store_false", help="solve on raw (centred) masks"
     )
     parser.add_argument(
-        "--tol", type=float, default=1e-4, help="relative duality gap at which a solve stops (default: %(default)s)"
+        "--tol", type=float, default=DEFAULTS["tol"], help="relative duality gap at which a solve stops (default: %(default)s)"
     )
     parser.add_argument(
         "--patience",
         type=int,
-        default=5,
+        default=DEFAULTS["patience"],
         help="path points without a better validation MSE before a target stops (default: %(default)s)",
     )
     parser.add_argument(
         "--target-batch",
         type=int,
-        default=256,
+        default=DEFAULTS["target_batch"],
         help="targets per block, solved, written and recorded together (default: %(default)s)",
     )
     parser.add_argument(
@@ -87,7 +92,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--dtype",
         choices=tuple(DTYPES),
-        default="float32",
+        default=DEFAULTS["dtype"],
         help="solver precision (default: %(default)s; float64 for --tol below 1e-6)",
     )
     parser.add_argument(

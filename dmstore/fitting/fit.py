@@ -32,7 +32,7 @@ from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
 from dmstore.fitting.fista import check_options
-from dmstore.fitting.moments import XTY_BLOCK, Moments, rows_digest
+from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, rows_digest
 from dmstore.fitting.passes import PassPlan, gram_pass, mask_pass, target_pass
 from dmstore.fitting.plan import FitPlan, plan_fit
 from dmstore.fitting.reads import BandReader
@@ -47,6 +47,9 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_MEMORY = 8 * 2**30
 #: Solver iterations per solve before a target stops above its tolerance (its gap says so).
 MAX_ITER = 10_000
+#: Targets solved together inside a block: their working sets are shared, so more targets make a
+#: larger set; measured at CIFAR-10 width, 1 to 8 cost the same per target (0.70-0.76 s).
+SOLVE_TARGETS = 4
 #: Options that must match for a fit to continue the blocks of an earlier one.
 OPTIONS = ("lambdas", "lambda_ratio", "standardize", "tol", "patience", "val_models", "dtype", "target_batch")
 
@@ -125,7 +128,7 @@ def fit(
     lambda_ratio: float = 1e-3,
     standardize: bool = True,
     tol: float = 1e-4,
-    patience: int = 5,
+    patience: int = 3,
     target_batch: int = 256,
     dtype: str = "float32",
     memory: int | str | None = None,
@@ -312,47 +315,47 @@ def _check_data(moments: Moments, target: str, columns: slice) -> None:
         )
 
 
-def fit_block(store: str, target: str, start: int, stop: int, args: dict, storage_options: dict | None) -> int:
-    """Fit, write and record the targets ``start:stop`` from the persisted statistics; a block whose
-    working set outgrows the plan is fitted in halves. Returns the block size known to fit (less
-    than ``target_batch`` after a halving)."""
+def fit_block(store: str, target: str, start: int, stop: int, args: dict, storage_options: dict | None) -> None:
+    """Fit, write and record the targets ``start:stop`` from the persisted statistics."""
     columns = slice(start, stop)
     fit_stats = Moments(store, "fit", storage_options).statistics(target, columns, in_memory=args["cache_gram"])
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
+    parts = [_solve(fit_stats, val_stats, slice(a, min(a + SOLVE_TARGETS, stop - start)), start, args)
+             for a in range(0, stop - start, SOLVE_TARGETS)]
+    weight, bias, lam, gap, r2 = (np.concatenate([p[i] for p in parts], axis=-1) for i in range(5))
+    summary = {
+        "lam": [float(v) for v in lam],
+        "nonzeros": [int(v) for v in (weight != 0).sum(axis=0)],
+        "val_r2": [float(v) if np.isfinite(v) else None for v in r2],
+        "not_converged": int((gap > args["tol"]).sum()),
+    }
+    write_block(store, target, start, weight, bias, lam, summary, storage_options)
+
+
+def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: int, args: dict) -> tuple:
+    """Path and refit of the targets ``cols`` of a block (halved where the working set outgrows
+    the plan): raw weights, bias, lam, the larger of the two relative gaps, validation R^2."""
     common = dict(
         standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"], cap=args["cap"]
     )
+    fit_part, val_part = fit_stats.targets(cols), val_stats.targets(cols)
     try:
-        path = solver.path(
-            fit_stats,
-            val_stats,
-            lambdas=args["lambdas"],
-            lambda_ratio=args["lambda_ratio"],
-            patience=args["patience"],
-            **common,
-        )
-        weight, bias, gap, _ = solver.refit(fit_stats + val_stats, path.lam, path.weight, **common)
+        path = solver.path(fit_part, val_part, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],
+                           patience=args["patience"], **common)
+        weight, bias, gap, _ = solver.refit(fit_part + val_part, path.lam, path.weight, **common)
     except solver.WorkingSetFull:
-        if stop - start == 1:
+        if cols.stop - cols.start == 1:
             raise DmstoreError(
-                f"the datamodel of target {start} needs more features than --memory allows: raise --memory"
+                f"the datamodel of target {offset + cols.start} needs more features than --memory allows: "
+                "raise --memory"
             ) from None
-        middle = (start + stop) // 2
-        return min(
-            middle - start,
-            fit_block(store, target, start, middle, args, storage_options),
-            fit_block(store, target, middle, stop, args, storage_options),
-        )
+        middle = (cols.start + cols.stop) // 2
+        halves = [_solve(fit_stats, val_stats, part, offset, args)
+                  for part in (slice(cols.start, middle), slice(middle, cols.stop))]
+        return tuple(np.concatenate([h[i] for h in halves], axis=-1) for i in range(5))
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = 1.0 - path.val_mse / path.val_var
-    summary = {
-        "lam": [float(v) for v in path.lam],
-        "nonzeros": [int(v) for v in (weight != 0).sum(axis=0)],
-        "val_r2": [float(v) if np.isfinite(v) else None for v in r2],
-        "not_converged": int(((path.gap > args["tol"]) | (gap > args["tol"])).sum()),
-    }
-    write_block(store, target, start, weight, bias, path.lam, summary, storage_options)
-    return args["target_batch"]
+    return weight, bias, path.lam, np.maximum(path.gap, gap), r2
 
 
 def _run_blocks(
@@ -365,13 +368,9 @@ def _run_blocks(
     storage_options: dict | None,
 ) -> None:
     if scheduler is None:
-        size = args["target_batch"]  # shrinks for the next blocks once a block had to be halved
         for start, stop in blocks:
-            while start < stop:
-                end = min(stop, start + size)
-                size = min(size, fit_block(store, target, start, end, args, storage_options))
-                progress(end - start)
-                start = end
+            fit_block(store, target, start, stop, args, storage_options)
+            progress(stop - start)
         return
     from dask.distributed import as_completed
 

@@ -37,7 +37,6 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import zarr
@@ -86,6 +85,11 @@ class Statistics:
     counts: Callable[[np.ndarray], np.ndarray]
     cross: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
+    def targets(self, columns: slice) -> Statistics:
+        """The statistics of some of the targets (the counts are shared)."""
+        return Statistics(self.n, self.xsum, self.xty[:, columns], self.ysum[columns], self.yy[columns],
+                          self.counts, self.cross)
+
     def block(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``(X^T X)[a][:, b]``."""
         return self.cross(a, b) if self.cross is not None else self.counts(a)[:, b]
@@ -124,19 +128,19 @@ def in_memory(masks: np.ndarray, margins: np.ndarray) -> Statistics:
 def of_masks(masks: np.ndarray, xty: np.ndarray, ysum: np.ndarray, yy: np.ndarray) -> Statistics:
     """:class:`Statistics` whose counts are computed from the masks on demand (a few thousand
     validation rows: cheaper to keep than their ``N x N`` counts)."""
-    x = np.asarray(masks, dtype=bool)
+    xt = np.ascontiguousarray(np.asarray(masks, dtype=bool).T)  # [N, rows]: a feature's column is a row
 
     def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        left = x[:, a].T.astype(np.float32)
+        left = xt[a].astype(np.float32)
         out = np.empty((len(a), len(b)), dtype=np.float32)
         for start in range(0, len(b), MASK_COLUMNS):  # exact: 0/1 sums below 2^24
-            out[:, start : start + MASK_COLUMNS] = left @ x[:, b[start : start + MASK_COLUMNS]].astype(np.float32)
+            out[:, start : start + MASK_COLUMNS] = left @ xt[b[start : start + MASK_COLUMNS]].astype(np.float32).T
         return out
 
     def counts(rows: np.ndarray) -> np.ndarray:
-        return cross(np.asarray(rows), np.arange(x.shape[1]))
+        return cross(np.asarray(rows), np.arange(xt.shape[0]))
 
-    return Statistics(x.shape[0], x.sum(axis=0, dtype=np.float64), xty, ysum, yy, counts, cross)
+    return Statistics(xt.shape[1], xt.sum(axis=1, dtype=np.float64), xty, ysum, yy, counts, cross)
 
 
 class DeltaGram:
@@ -148,8 +152,6 @@ class DeltaGram:
     def __init__(self, delta: np.ndarray, xsum: np.ndarray, n: int) -> None:
         self.delta, self.xsum, self.n = delta, xsum, n
 
-    def expected(self, rows: np.ndarray, cols: Any = slice(None)) -> np.ndarray:
-        return np.rint(self.xsum[rows, None] * self.xsum[None, cols] / self.n)
 
     @classmethod
     def load(cls, tile_file: tiles.TileFile, xsum: np.ndarray, n: int) -> DeltaGram | None:
@@ -163,7 +165,7 @@ class DeltaGram:
             i, j = pair
             rows = slice(i * tile, min((i + 1) * tile, size))
             cols = slice(j * tile, min((j + 1) * tile, size))
-            diff = tile_file.read_tile(i, j) - np.rint(xsum[rows, None] * xsum[None, cols] / n)
+            diff = tile_file.read_tile(i, j) - np.rint(np.multiply.outer(xsum[rows], xsum[cols] / n))
             if np.abs(diff).max() > np.iinfo(np.int16).max:
                 return False
             delta[rows, cols] = diff
@@ -177,7 +179,10 @@ class DeltaGram:
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        return (self.delta[rows] + self.expected(rows)).astype(np.float32)
+        out = np.multiply.outer(self.xsum[rows], self.xsum / self.n)  # the float64 product load used
+        np.rint(out, out=out)
+        out += self.delta[rows]
+        return out.astype(np.float32)
 
 
 class Moments:

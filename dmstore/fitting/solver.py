@@ -16,8 +16,10 @@ block: the rows ``G[U, :]`` are gathered from the persisted counts, FISTA
 exact optimality (KKT) conditions are then checked over **all** features with the full gradient
 ``c - w G[U, :]``: every feature outside ``U`` whose gradient exceeds ``lam`` joins ``U`` and the
 solve repeats. A point is accepted only when no feature violates them, so its duality gap is
-that of the full problem. Along the path, the sequential strong rule (Tibshirani et al. 2012:
-keep ``j`` if ``|grad_j| >= 2 lam_k - lam_{k-1}``) proposes ``U`` before each step.
+that of the full problem. Before each path point the features that violate the conditions at the
+new ``lam`` join (a working set in the manner of celer and skglm: the sequential strong rule's
+wider set, ``|grad_j| >= 2 lam_k - lam_{k-1}``, grows far faster once ``lam`` reaches the noise
+level), and after it the features no running target uses leave.
 
 Validation needs no second ``N x N`` array: the validation MSE of weights on ``U`` needs only
 ``G_val[U, U]`` (gathered beside ``G[U, :]``) and ``c_val[U]``.
@@ -39,7 +41,10 @@ from dmstore.fitting.moments import Statistics
 #: ``lam`` by more than this relative margin (float32 rounding of a feature exactly at ``lam``).
 KKT_MARGIN = 1e-5
 #: Rows converted from counts to the solver's space at once (bounds a float64 temporary).
-CONVERT_ROWS = 256
+CONVERT_ROWS = 1024
+#: The working set is compacted once fewer than this share of its features are in use (compacting
+#: copies its rows, so not after every path point).
+PRUNE_BELOW = 0.5
 
 
 class WorkingSetFull(Exception):
@@ -81,23 +86,25 @@ class Space:
         c = (s.xty.T / s.n - ybar[:, None] * self.mean[None, :]) * self.scale[None, :]
         return np.ascontiguousarray(c.astype(self.dtype)), ybar, syy
 
+    def _centre(self, counts: np.ndarray, a: np.ndarray, b: Any) -> np.ndarray:
+        """``G[a][:, b]`` from the exact counts ``(X^T X)[a][:, b]``, in place, in the solver's dtype
+        (the counts are exact integers; float32 keeps the centred entries to about 1e-6)."""
+        counts = counts.astype(self.dtype, copy=False)
+        mean, scale = self.mean.astype(self.dtype), self.scale.astype(self.dtype)
+        counts *= self.dtype(1.0 / self.stats.n)
+        counts -= np.multiply.outer(mean[a], mean[b])
+        counts *= np.multiply.outer(scale[a], scale[b])
+        return counts
+
     def gram_block(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``G[a][:, b]`` (this space)."""
-        block = self.stats.block(a, b).astype(np.float64) / self.stats.n
-        block -= self.mean[a, None] * self.mean[None, b]
-        block *= self.scale[a, None] * self.scale[None, b]
-        return block.astype(self.dtype)
+        return self._centre(self.stats.block(a, b), a, b)
 
     def gram_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]``."""
-        n, mean, scale = self.stats.n, self.mean, self.scale
         for start in range(0, rows.size, CONVERT_ROWS):
             part = rows[start : start + CONVERT_ROWS]
-            counts = self.stats.counts(part).astype(np.float64)
-            counts /= n
-            counts -= mean[part, None] * mean[None, :]
-            counts *= scale[part, None] * scale[None, :]
-            out[start : start + part.size] = counts
+            out[start : start + part.size] = self._centre(self.stats.counts(part), part, slice(None))
 
     def to_raw(self, w: np.ndarray, features: np.ndarray, ybar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``[N, B]`` weights and ``[B]`` intercepts of solver weights ``w`` ``[B, K]`` on ``features``."""
@@ -150,6 +157,14 @@ class WorkingSet:
             block[:old, old:] = block[old:, :old].T  # G is symmetric
             self.blocks[i] = block
 
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the features ``mask`` selects (by position in the set), in order."""
+        self.member[self.features[~mask]] = False
+        self.features = self.features[mask]
+        self.rows[: self.size] = self.rows[np.flatnonzero(mask)]
+        self.blocks = [block[mask][:, mask] for block in self.blocks]
+        self._lipschitz = (-1, 1.0)
+
     def block(self, space: int = 0) -> np.ndarray:
         """``G[U, U]`` of ``spaces[space]``."""
         return self.blocks[space]
@@ -190,7 +205,10 @@ def solve_on(
             )
             iterations += iters
             used = np.flatnonzero(w.any(axis=0))  # w G[U, :] needs only the rows of non-zero weights
-            grad = c - w[:, used] @ ws.rows[used]
+            if used.size > k // 4:  # most rows: one GEMM on the rows in place beats gathering them
+                grad = c - w @ ws.rows[:k]
+            else:
+                grad = c - w[:, used] @ ws.rows[used]
         limit = (lam * (1.0 + KKT_MARGIN)).astype(grad.dtype)[:, None]
         violated = (np.abs(grad) > limit).any(axis=0) & ~ws.member
         if not violated.any():
@@ -256,9 +274,9 @@ def path(
     active = np.arange(n_targets)
     for step in range(1 if lambdas > 1 else 0, lambdas):
         lam = grid[step, active]
-        previous = grid[step - 1, active] if step else lam_max[active]
-        strong = (np.abs(grad[active]) >= (2 * lam - previous).astype(grad.dtype)[:, None]).any(axis=0)
-        ws.add(np.flatnonzero(strong))
+        # the features that violate the optimality conditions at the new lam join the set
+        entering = (np.abs(grad[active]) > lam.astype(grad.dtype)[:, None]).any(axis=0)
+        ws.add(np.flatnonzero(entering))
         w_a = np.concatenate([w[active], np.zeros((active.size, ws.size - w.shape[1]), dtype=dtype)], axis=1)
         w_a, grad_a, gap_a, iters = solve_on(ws, c[active], lam, syy[active], w_a, tol=tol, max_iter=max_iter)
         w = np.concatenate([w, np.zeros((n_targets, ws.size - w.shape[1]), dtype=dtype)], axis=1)
@@ -282,6 +300,10 @@ def path(
         active = active[~finished]
         if active.size == 0:
             break
+        used = (w[active] != 0).any(axis=0)  # drop the features no running target uses
+        if used.sum() < PRUNE_BELOW * used.size:
+            ws.keep(used)
+            w = w[:, used]
     if progress is not None and active.size:
         progress(int(active.size))
     weight = np.zeros((fit.n_train, n_targets))
