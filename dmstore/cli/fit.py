@@ -6,10 +6,10 @@ import inspect
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting.fit import DTYPES, fit
+from dmstore.io.datamodels import SPLITS
 
 #: The solver's defaults live in one place, the signature of ``fit``.
 DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()}
-from dmstore.io.datamodels import SPLITS
 
 
 def parse_targets(text: str | None) -> slice | None:
@@ -56,9 +56,14 @@ def register(subparsers) -> None:
         metavar="FRACTION|COUNT",
         help="validation models, the last fit rows: a fraction or a count (default: %(default)s)",
     )
-    parser.add_argument("--lambdas", type=int, default=DEFAULTS["lambdas"], help="points on the lam path (default: %(default)s)")
     parser.add_argument(
-        "--lambda-ratio", type=float, default=DEFAULTS["lambda_ratio"], help="smallest lam / largest lam of the path (default: %(default)s)"
+        "--lambdas", type=int, default=DEFAULTS["lambdas"], help="points on the lam path (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lambda-ratio",
+        type=float,
+        default=DEFAULTS["lambda_ratio"],
+        help="smallest lam / largest lam of the path (default: %(default)s)",
     )
     parser.add_argument(
         "--standardize",
@@ -70,7 +75,10 @@ def register(subparsers) -> None:
         "--no-standardize", dest="standardize", action="store_false", help="solve on raw (centred) masks"
     )
     parser.add_argument(
-        "--tol", type=float, default=DEFAULTS["tol"], help="relative duality gap at which a solve stops (default: %(default)s)"
+        "--tol",
+        type=float,
+        default=DEFAULTS["tol"],
+        help="relative duality gap at which a solve stops (default: %(default)s)",
     )
     parser.add_argument(
         "--patience",
