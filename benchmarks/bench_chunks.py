@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_chunks.py [--models 16384] [--repeat 3] [--data /work/bench-data]
 
 1. Codecs: one band (2048 models x 20,000 examples) of random masks (bool, 50%) and of margins
-   (float16 from N(1, 2)), plus the margins of a real small experiment (``dmstore.experiment.example`` on
+   (float16 from N(1, 2)), plus the margins of a real small experiment (``dmstore example`` on
    digits, made once under ``--data/example``), cut into the store's (2048, 256) inner chunks and
    encoded with each Blosc setting in a worker thread, as zarr does: compression ratio, encode and
    decode MB/s (one core), and for margins the ratio an ideal i.i.d. coder would reach
