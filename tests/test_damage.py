@@ -87,3 +87,20 @@ def test_python_queries_and_the_accessor_refuse_damaged_data(converted, tmp_path
     if blocks > 1:
         assert ds["train_masks"][:10].values.shape[0] == 10
     assert zarr.open_group(str(store), mode="r")  # the store itself is untouched by the refusals
+
+
+def test_a_store_on_s3_with_a_lost_shard_is_refused_too(converted, tmp_path, s3_client, capsys):
+    """The same check on the S3 server: the shard listing and the records come from the bucket."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(converted, store)
+    damage(store, "test_margins", "deleted")
+    existing = {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+    if "stores" not in existing:
+        s3_client.create_bucket(Bucket="stores")
+    for path in store.rglob("*"):
+        if path.is_file():
+            s3_client.upload_file(str(path), "stores", f"damaged.zarr/{path.relative_to(store).as_posix()}")
+    code = main(["evaluate", "s3://stores/damaged.zarr", "--no-plot", "--no-write", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "test_margins is damaged for models" in err[0] and "dmstore verify" in err[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -142,3 +143,19 @@ def test_layout_errors(array, size_delta, message):
 def test_not_npy():
     with pytest.raises(DmstoreError, match="not a .npy file"):
         parse_header(b"PK\x03\x04 a zip file, not npy")
+
+
+def test_a_header_that_claims_4_gib_is_refused_after_one_small_read(tmp_path):
+    from dmstore.io.source import Source
+
+    folder = tmp_path / "toy" / "data"
+    folder.mkdir(parents=True)
+    hostile = b"\x93NUMPY\x02\x00" + struct.pack("<I", 4 * 2**30 - 12) + b"{'descr': '|b1'" + b" " * 5000
+    (folder / "train_masks_50pct.npy").write_bytes(hostile + b"\x00" * 20_000)
+    source = Source(str(tmp_path))
+    reads = []
+    original = source.read
+    source.read = lambda key, start, stop: (reads.append(stop - start), original(key, start, stop))[1]
+    with pytest.raises(DmstoreError, match=r"claims a \.npy header of 4,294,967,296 bytes"):
+        source.header("toy/data/train_masks_50pct.npy")
+    assert reads == [4096]  # one small read, nothing more

@@ -14,6 +14,9 @@ from dmstore.errors import DmstoreError
 MAGIC = b"\x93NUMPY"
 # bytes to fetch first: enough for every real header (numpy pads headers to 64 bytes; ours are < 256)
 HEADER_PROBE = 4096
+#: The longest header dmstore reads: numpy's own cap (``numpy.lib.format``'s ``max_header_size``),
+#: so a damaged or hostile header cannot make dmstore fetch gigabytes from a requester-pays bucket.
+MAX_HEADER = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,13 @@ def header_length(prefix: bytes, name: str = "file") -> int:
     if major in (2, 3):
         if len(prefix) < 12:
             raise DmstoreError(f"{name} is truncated inside its .npy header: fetch it again")
-        return 12 + struct.unpack("<I", prefix[8:12])[0]
+        length = 12 + struct.unpack("<I", prefix[8:12])[0]
+        if length > MAX_HEADER:
+            raise DmstoreError(
+                f"{name} claims a .npy header of {length:,} bytes, more than numpy reads ({MAX_HEADER:,}): "
+                "the file is damaged or not a matrix of the published data"
+            )
+        return length
     raise DmstoreError(f"{name} has .npy format version {major}.{prefix[7]}, which dmstore does not read (1.0-3.0)")
 
 
