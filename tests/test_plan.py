@@ -145,7 +145,7 @@ def test_not_npy():
         parse_header(b"PK\x03\x04 a zip file, not npy")
 
 
-def test_a_header_that_claims_4_gib_is_refused_after_one_small_read(tmp_path):
+def test_a_header_that_claims_4_gib_is_refused_after_one_small_read(tmp_path, monkeypatch):
     from dmstore.io.source import Source
 
     folder = tmp_path / "toy" / "data"
@@ -154,8 +154,9 @@ def test_a_header_that_claims_4_gib_is_refused_after_one_small_read(tmp_path):
     (folder / "train_masks_50pct.npy").write_bytes(hostile + b"\x00" * 20_000)
     source = Source(str(tmp_path))
     reads = []
-    original = source.read
-    source.read = lambda key, start, stop: (reads.append(stop - start), original(key, start, stop))[1]
+    original = Source.read
+    monkeypatch.setattr(Source, "read", lambda self, key, start, stop: (reads.append(stop - start),
+                                                                        original(self, key, start, stop))[1])
     with pytest.raises(DmstoreError, match=r"claims a \.npy header of 4,294,967,296 bytes"):
         source.header("toy/data/train_masks_50pct.npy")
     assert reads == [4096]  # one small read, nothing more
