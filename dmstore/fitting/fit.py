@@ -32,7 +32,7 @@ from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
 from dmstore.fitting.fista import check_options
-from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, rows_digest
+from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
 from dmstore.fitting.passes import PassPlan, gram_pass, mask_pass, target_pass
 from dmstore.fitting.plan import FitPlan, plan_fit
 from dmstore.fitting.reads import BandReader
@@ -238,7 +238,10 @@ def fit(
         todo = target_blocks(columns, target_batch, done)
         args = dict(options, dtype=DTYPES[dtype], cap=plan.cap, cache_gram=plan.cache_gram)
         with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
-            _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)
+            try:
+                _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)
+            finally:
+                release_counts()  # the in-memory counts (5 GB at CIFAR width) go with the fit
         consolidate(store, storage_options)
         result = read_datamodels(store, target, storage_options)
         result.attrs.update(
@@ -383,6 +386,7 @@ def _run_blocks(
         for future in as_completed(futures):
             future.result()
             progress(futures[future])
+        client.run(release_counts)
 
 
 def _summary(blocks: dict[tuple[int, int], dict]) -> dict:

@@ -312,3 +312,8 @@ def _delta_gram(url: str, path: str, digest: str, options: str) -> DeltaGram | N
     group = moments.group()
     assert group is not None and group.attrs["rows"] == digest
     return DeltaGram.load(moments.tile_file(), group["xsum"][:], int(group.attrs["n"]))
+
+
+def release_counts() -> None:
+    """Free the counts held in memory by :func:`_delta_gram` (at the end of a fit)."""
+    _delta_gram.cache_clear()
