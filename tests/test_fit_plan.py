@@ -59,3 +59,8 @@ def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(n_t
     bigger = plan_fit(n_train, rows, 2048, block, 2 * memory, val)
     assert bigger.cap >= plan.cap and bigger.target_blocks >= plan.target_blocks
     assert bigger.cache_gram >= plan.cache_gram and bigger.cache_masks >= plan.cache_masks
+
+
+@pytest.mark.parametrize(("n_train", "dense"), [(1_000, True), (4_096, True), (4_097, False), (50_000, False)])
+def test_narrow_problems_are_solved_on_the_whole_gram(n_train, dense):
+    assert plan_fit(n_train, 10_000, 2048, 256, 16 * GiB, 1_000).dense is dense

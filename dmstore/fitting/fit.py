@@ -236,7 +236,7 @@ def fit(
             done = {}
         passed = time.perf_counter()
         todo = target_blocks(columns, target_batch, done)
-        args = dict(options, dtype=DTYPES[dtype], cap=plan.cap, cache_gram=plan.cache_gram)
+        args = dict(options, dtype=DTYPES[dtype], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense)
         with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
             try:
                 _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)
@@ -323,8 +323,9 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
     columns = slice(start, stop)
     fit_stats = Moments(store, "fit", storage_options).statistics(target, columns, in_memory=args["cache_gram"])
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
-    parts = [_solve(fit_stats, val_stats, slice(a, min(a + SOLVE_TARGETS, stop - start)), start, args)
-             for a in range(0, stop - start, SOLVE_TARGETS)]
+    step = stop - start if args["dense"] else SOLVE_TARGETS  # dense: the whole block in one batch
+    parts = [_solve(fit_stats, val_stats, slice(a, min(a + step, stop - start)), start, args)
+             for a in range(0, stop - start, step)]
     weight, bias, lam, gap, r2 = (np.concatenate([p[i] for p in parts], axis=-1) for i in range(5))
     summary = {
         "lam": [float(v) for v in lam],
@@ -338,9 +339,8 @@ def fit_block(store: str, target: str, start: int, stop: int, args: dict, storag
 def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: int, args: dict) -> tuple:
     """Path and refit of the targets ``cols`` of a block (halved where the working set outgrows
     the plan): raw weights, bias, lam, the larger of the two relative gaps, validation R^2."""
-    common = dict(
-        standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"], cap=args["cap"]
-    )
+    common = dict(standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"],
+                  cap=args["cap"], dense=args["dense"])
     fit_part, val_part = fit_stats.targets(cols), val_stats.targets(cols)
     try:
         path = solver.path(fit_part, val_part, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],

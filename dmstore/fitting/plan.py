@@ -31,6 +31,10 @@ TILE = 4096
 XTY_TARGETS = 256
 #: The smallest useful working set: below this the budget is too small for the problem.
 MIN_CAP = 64
+#: Up to this many train examples the solver works on every feature at once, a block of targets
+#: in one batch (measured on the digits example, N = 1,000: 6x faster than working sets; at
+#: N = 50,000 working sets are what fits).
+DENSE_FEATURES = 4096
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class FitPlan:
     target_blocks: int
     cap: int
     cache_gram: bool
+    dense: bool
     peak: int
 
 
@@ -97,4 +102,5 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, 
         pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks),
         solver_bytes(n_train, block, cap, cache_gram, val_rows),
     )
-    return FitPlan(tile, cache, target_blocks, cap, cache_gram, peak)
+    dense = n_train <= DENSE_FEATURES and cap == n_train
+    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak)

@@ -243,6 +243,7 @@ def path(
     max_iter: int,
     dtype: Any,
     cap: int,
+    dense: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> BlockResult:
     """Walk the ``lam`` path of a block of targets on ``fit``; choose ``lam`` by validation on ``val``.
@@ -250,7 +251,8 @@ def path(
     Each target's path runs from its ``lam_max`` (all weights zero) down to
     ``lam_max * lambda_ratio`` in ``lambdas`` geometric points, warm-started; a target stops once
     ``patience`` points in a row have not improved its best validation MSE and keeps its best point.
-    ``cap`` bounds the working set (:class:`WorkingSetFull` beyond it).
+    ``cap`` bounds the working set (:class:`WorkingSetFull` beyond it); ``dense`` starts it with
+    every feature and keeps them (narrow problems: one batched solve on the whole Gram is fastest).
     """
     space = Space.build(fit, standardize, dtype)
     val_space = Space.build(val, standardize, dtype, scale=space.scale)
@@ -262,7 +264,9 @@ def path(
     lam_max = np.abs(c).max(axis=1).astype(np.float64)
     grid = lambda_grid(lam_max, lambdas, lambda_ratio, np)
     ws = WorkingSet([space, val_space], cap)
-    w = np.zeros((n_targets, 0), dtype=dtype)
+    if dense:
+        ws.add(np.arange(fit.n_train))
+    w = np.zeros((n_targets, ws.size), dtype=dtype)
     grad = c.copy()
     best: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # target -> (features, weights) at its best
     best_mse = syy_val + offset**2
@@ -301,7 +305,7 @@ def path(
         if active.size == 0:
             break
         used = (w[active] != 0).any(axis=0)  # drop the features no running target uses
-        if used.sum() < PRUNE_BELOW * used.size:
+        if not dense and used.sum() < PRUNE_BELOW * used.size:
             ws.keep(used)
             w = w[:, used]
     if progress is not None and active.size:
@@ -323,13 +327,14 @@ def refit(
     max_iter: int,
     dtype: Any,
     cap: int,
+    dense: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The LASSO of a block of targets at ``lam`` on ``stats``, warm-started from raw ``start``
     ``[N, B]``; returns raw weights ``[N, B]``, intercepts, relative gaps and iterations."""
     space = Space.build(stats, standardize, dtype)
     c, ybar, syy = space.targets()
     ws = WorkingSet([space], cap)
-    ws.add(np.flatnonzero((start != 0).any(axis=1)))
+    ws.add(np.arange(stats.n_train) if dense else np.flatnonzero((start != 0).any(axis=1)))
     w0 = space.from_raw(start, ws.features)
     w, _, gap, iterations = solve_on(ws, c, lam, syy, w0, tol=tol, max_iter=max_iter)
     weight, bias = space.to_raw(w, ws.features, ybar)
