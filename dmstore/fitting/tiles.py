@@ -11,8 +11,9 @@ this); this module reads the shard index once and then only the wanted byte rang
 
 The bytes are those Zarr's sharding codec writes (codecs ``bytes``, ``blosc``, ``crc32c``; index
 at the end with its CRC32C), so Zarr and xarray read the array as any other;
-``tests/test_moments.py`` checks the bytes against Zarr's and Zarr's reading of ours. Every inner chunk carries its CRC32C and a read
-that fails it, or finds a tile missing, raises a :class:`~dmstore.errors.DmstoreError`.
+``tests/test_moments.py`` checks the bytes against Zarr's, and Zarr's reading of ours. Every inner
+chunk carries its CRC32C, and a read that fails it, or finds a tile missing, raises a
+:class:`~dmstore.errors.DmstoreError`.
 """
 
 from __future__ import annotations
