@@ -138,3 +138,19 @@ def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_the
     np.testing.assert_array_equal(gram.rows(rows), (masks.T.astype(np.int64) @ masks)[rows])
     assert gram.delta.dtype == np.int16
     assert DeltaGram.load(moments.tile_file(), xsum * 1000, 300) is None  # differences beyond int16
+
+
+def test_lost_validation_masks_are_an_error_not_false_masks(tmp_path):
+    from dmstore.fitting.passes import mask_pass
+
+    path = str(tmp_path / "s.zarr")
+    small_store(path)
+    moments, reader = Moments(path, "val"), BandReader(path, "test")
+    mask_pass(moments, reader, np.arange(250, 300), lambda n: None)
+    target_pass(moments, reader, np.arange(250, 300), "test", 7, [0], PassPlan(16, True, 1), lambda n: None)
+    assert moments.statistics("test", slice(0, 7)).n == 50
+    for chunk in (tmp_path / "s.zarr" / "moments" / "val" / "masks" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.unlink()
+    with pytest.raises(DmstoreError, match=r"masks is damaged for models"):
+        moments.statistics("test", slice(0, 7))

@@ -21,8 +21,6 @@ live in the namespace ``xp`` (numpy, or cupy on a GPU).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
 from types import ModuleType
 from typing import Any
 
@@ -32,10 +30,6 @@ from dmstore.errors import DmstoreError
 
 #: Multiplies the estimated largest eigenvalue of ``G``: a step slightly under ``1/L``.
 STEP_SAFETY = 1.01
-#: ``G @ W`` products below this many flops run on one BLAS thread: waking threads costs more than
-#: it saves, and far more on a busy machine (measured: N=1000, B=40 in 12 ms on two threads of a
-#: loaded 2-core machine, 1.4 ms on one).
-SMALL_GEMM_FLOPS = 1e9
 
 
 def top_eigenvalue(gram: Any, xp: ModuleType) -> float:
@@ -183,21 +177,6 @@ def solve(
         w, gw = w_new, gram_product(gram, w_new, xp)
         t, primal_prev = t_next, primal
     return out_w, out_gw, out_gap, out_iter
-
-
-def blas_threads(n_train: int, batch: int, xp: ModuleType) -> AbstractContextManager:
-    """One BLAS thread for the solver's small products on the CPU; no limit otherwise."""
-    if xp is not np or 2.0 * n_train**2 * batch >= SMALL_GEMM_FLOPS:
-        return nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def target_batches(n_targets: int, batch: int) -> Iterator[slice]:
-    """Consecutive slices of at most ``batch`` targets."""
-    for start in range(0, n_targets, batch):
-        yield slice(start, min(start + batch, n_targets))
 
 
 def lambda_grid(lam_max: Any, lambdas: int, lambda_ratio: float, xp: ModuleType) -> Any:

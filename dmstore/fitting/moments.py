@@ -44,6 +44,7 @@ import zarr
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
 from dmstore.io.dataset import as_store
+from dmstore.io.reads import CheckedArray, damaged_row_blocks
 
 GROUP = "moments"
 #: Targets per chunk of ``xty_{split}`` (the unit in which target statistics are added).
@@ -291,8 +292,10 @@ class Moments:
         if missing:
             raise DmstoreError(f"the store's {self.path} lacks {split} target blocks {sorted(missing)}")
         targets = (group[f"xty_{split}"][:, columns], group[f"ysum_{split}"][columns], group[f"yy_{split}"][columns])
-        if "masks" in group:
-            return of_masks(group["masks"][:], *targets)
+        if "masks" in group:  # through the checked path: a lost chunk is an error, not False masks
+            masks = group["masks"]
+            checked = CheckedArray(masks, damaged_row_blocks(masks, [[0, masks.shape[0]]]))
+            return of_masks(checked.read(slice(0, masks.shape[0])), *targets)
         n, xsum = int(group.attrs["n"]), group["xsum"][:]
         counts = self.tile_file().rows
         if in_memory:

@@ -98,15 +98,28 @@ class TileFile:
     def _chunk_index(self, i: int, j: int) -> np.ndarray:
         """The ``[tile, 2]`` (offset, nbytes) index of shard ``(i, j)``, read once."""
         if (i, j) not in self._index:
-            tail = 16 * self.tile + 4
-            try:
-                data = self.fs.cat_file(self.key(i, j), start=-tail)
-            except FileNotFoundError:
-                raise DmstoreError(self._damaged(i, j, "is missing")) from None
-            if len(data) != tail or google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
-                raise DmstoreError(self._damaged(i, j, "has a corrupt index"))
-            self._index[(i, j)] = np.frombuffer(data[:-4], dtype="<u8").reshape(self.tile, 2)
+            self._index[(i, j)] = self._parse_index(i, j, self._read(i, j, start=-(16 * self.tile + 4)))
         return self._index[(i, j)]
+
+    def _read(self, i: int, j: int, start: int | None = None) -> bytes:
+        """The bytes of shard ``(i, j)`` (from ``start``; negative: from the end)."""
+        try:
+            return self.fs.cat_file(self.key(i, j), start=start)
+        except FileNotFoundError:
+            raise DmstoreError(self._damaged(i, j, "is missing")) from None
+
+    def _parse_index(self, i: int, j: int, data: bytes) -> np.ndarray:
+        """The checked ``[tile, 2]`` index from the bytes ending shard ``(i, j)``."""
+        tail = data[-(16 * self.tile + 4) :]
+        if len(tail) != 16 * self.tile + 4 or google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
+            raise DmstoreError(self._damaged(i, j, "has a corrupt index"))
+        return np.frombuffer(tail[:-4], dtype="<u8").reshape(self.tile, 2)
+
+    def _decode_row(self, i: int, j: int, row: int, piece: bytes | memoryview, width: int) -> np.ndarray:
+        """The ``width`` values of one encoded tile row, its CRC32C checked."""
+        if google_crc32c.value(bytes(piece[:-4])) != int.from_bytes(piece[-4:], "little"):
+            raise DmstoreError(self._damaged(i, j, f"row {row} fails its checksum"))
+        return np.frombuffer(blosc(TILE_CODEC).decode(piece[:-4]), dtype="<f4")[:width]
 
     def _damaged(self, i: int, j: int, what: str) -> str:
         return (
@@ -124,37 +137,23 @@ class TileFile:
         pieces = self.fs.cat_ranges(
             [key] * int(present.sum()), list(starts[present]), list(starts[present] + lengths[present])
         )
-        compressor = blosc(TILE_CODEC)
         out = np.zeros((local.size, width), dtype=np.float32)
         for k, piece in zip(np.flatnonzero(present), pieces):
-            if google_crc32c.value(piece[:-4]) != int.from_bytes(piece[-4:], "little"):
-                raise DmstoreError(self._damaged(i, j, f"row {local[k]} fails its checksum"))
-            out[k] = np.frombuffer(compressor.decode(piece[:-4]), dtype="<f4")[:width]
+            out[k] = self._decode_row(i, j, local[k], piece, width)
         return out
 
     def read_tile(self, i: int, j: int) -> np.ndarray:
         """Tile ``(i, j)`` whole (``[height, width]`` at the edges): one read of its shard."""
         height = min(self.tile, self.size - i * self.tile)
         width = min(self.tile, self.size - j * self.tile)
-        try:
-            data = self.fs.cat_file(self.key(i, j))
-        except FileNotFoundError:
-            raise DmstoreError(self._damaged(i, j, "is missing")) from None
-        index_bytes = data[-(16 * self.tile + 4) :]
-        if google_crc32c.value(index_bytes[:-4]) != int.from_bytes(index_bytes[-4:], "little"):
-            raise DmstoreError(self._damaged(i, j, "has a corrupt index"))
-        index = np.frombuffer(index_bytes[:-4], dtype="<u8").reshape(self.tile, 2)
-        compressor = blosc(TILE_CODEC)
+        data = self._read(i, j)
+        index = self._parse_index(i, j, data)
         out = np.zeros((height, width), dtype=np.float32)
         view = memoryview(data)
         for row in range(height):
             start, length = index[row]
-            if start == EMPTY:
-                continue
-            piece = view[int(start) : int(start + length)]
-            if google_crc32c.value(bytes(piece[:-4])) != int.from_bytes(piece[-4:], "little"):
-                raise DmstoreError(self._damaged(i, j, f"row {row} fails its checksum"))
-            out[row] = np.frombuffer(compressor.decode(piece[:-4]), dtype="<f4")[:width]
+            if start != EMPTY:
+                out[row] = self._decode_row(i, j, row, view[int(start) : int(start + length)], width)
         return out
 
     def rows(self, rows: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ value), and its checksums, where it has them, are still checked.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -112,32 +114,36 @@ class CheckedArray:
         """``array[rows, columns]`` for a slice or sorted positions of rows."""
         if isinstance(rows, slice):
             return self[(rows, columns if columns is not None else slice(None))]
-        start, stop = _row_span(rows)
-        self[(slice(start, stop), slice(0, 0))]  # refuses damaged row-blocks before reading
-        try:
+        self._refuse_lost(*_row_span(rows))
+        with self._decode_errors(rows):
             return self.array.get_orthogonal_selection((np.asarray(rows), columns or slice(None)))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows = slice(*key[0].indices(self.shape[0])) if isinstance(key[0], slice) else slice(0, self.shape[0])
+        self._refuse_lost(rows.start, rows.stop)
+        with self._decode_errors(rows):
+            return self.array[key]
+
+    def _refuse_lost(self, start: int, stop: int) -> None:
+        """Raise where rows ``start:stop`` touch a row-block that must not be read."""
+        if not self.missing or stop <= start:
+            return
+        blocks = range(start // self.rows_per_block, -(-stop // self.rows_per_block))
+        lost = [b for b in blocks if b in self.missing]
+        if lost:
+            first = max(start, lost[0] * self.rows_per_block)
+            last = min(stop, (lost[-1] + 1) * self.rows_per_block)
+            raise damaged(self.array.basename, slice(first, last), "shard missing", self.labels)
+
+    @contextmanager
+    def _decode_errors(self, rows: Rows) -> Iterator[None]:
+        """Turn a failed checksum or an undecodable chunk of ``rows`` into the one-line error."""
+        try:
+            yield
+        except RuntimeError as exc:  # Blosc cannot decode a damaged chunk
+            raise damaged(self.array.basename, rows, f"a chunk cannot be decoded: {exc}", self.labels) from None
         except ValueError as exc:
             if "checksum" not in str(exc):
                 raise
             raise damaged(self.array.basename, rows, "a chunk fails its CRC32C checksum", self.labels) from None
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        rows = slice(*key[0].indices(self.shape[0])) if isinstance(key[0], slice) else None
-        if rows is not None and self.missing and rows.stop > rows.start:
-            blocks = range(rows.start // self.rows_per_block, -(-rows.stop // self.rows_per_block))
-            lost = [b for b in blocks if b in self.missing]
-            if lost:
-                start = max(rows.start, lost[0] * self.rows_per_block)
-                stop = min(rows.stop, (lost[-1] + 1) * self.rows_per_block)
-                raise damaged(self.array.basename, slice(start, stop), "shard missing", self.labels)
-        try:
-            return self.array[key]
-        except RuntimeError as exc:  # Blosc cannot decode a damaged chunk
-            where = rows if rows is not None else slice(0, self.shape[0])
-            raise damaged(self.array.basename, where, f"a chunk cannot be decoded: {exc}", self.labels) from None
-        except ValueError as exc:
-            if "checksum" not in str(exc):
-                raise
-            where = rows if rows is not None else slice(0, self.shape[0])
-            raise damaged(self.array.basename, where, "a chunk fails its CRC32C checksum", self.labels) from None
