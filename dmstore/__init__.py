@@ -11,7 +11,10 @@ from dmstore.analysis.stats import stats
 from dmstore.conversion.convert import convert
 from dmstore.conversion.verify import verify
 from dmstore.errors import DmstoreError
+from dmstore.experiment.compact import compact, grow, status
+from dmstore.experiment.create import create
 from dmstore.experiment.example import make_example
+from dmstore.experiment.writer import writer
 from dmstore.fitting.fit import fit
 from dmstore.io.datamodels import read_datamodels, write_datamodels
 from dmstore.io.dataset import open
@@ -19,13 +22,18 @@ from dmstore.io.dataset import open
 __all__ = [
     "DmstoreError",
     "__version__",
+    "compact",
     "convert",
+    "create",
     "evaluate",
     "fit",
+    "grow",
     "make_example",
     "open",
     "read_datamodels",
     "stats",
+    "status",
     "verify",
     "write_datamodels",
+    "writer",
 ]

@@ -19,7 +19,7 @@ from dmstore.io.cluster import dask_client
 from dmstore.io.datamodels import read_datamodels
 from dmstore.io.dataset import consolidate
 from dmstore.io.dataset import open as open_store
-from dmstore.io.rows import band_size, model_bands
+from dmstore.io.rows import band_size, model_bands, written_models
 
 MEMORY = 1 << 30  # bytes for one batch of targets: its weights and its gathered margins
 BYTES_PER_CELL = 48  # gathered float32 predicted and true margins, float64 ranks and centred copies
@@ -171,6 +171,7 @@ def evaluate(
         "mean_mse": float(np.nanmean(result["mse"])),
         "n_eval_models": int(n_eval),
         "n_targets": len(targets),
+        **written_models(ds),
     }
     if write:
         result.to_zarr(

@@ -16,7 +16,7 @@ from dmstore.analysis import plots
 from dmstore.errors import DmstoreError
 from dmstore.io.cluster import dask_client
 from dmstore.io.dataset import open as open_store
-from dmstore.io.rows import model_bands
+from dmstore.io.rows import model_bands, written_models
 
 SPLITS = ("train", "test")
 
@@ -130,7 +130,7 @@ def stats(
         ):
             total = part if total is None else total + part
     result = finalize(total)
-    result.attrs = {"models": models, "n_models": int(total["n"])}
+    result.attrs = {"models": models, "n_models": int(total["n"]), **written_models(ds)}
     if "pct" in ds.attrs:
         z = mask_z(result["mask_frequency"].values, ds.attrs["pct"], int(total["n"]))
         result.attrs.update(pct=ds.attrs["pct"], mask_max_z=float(np.abs(z).max()))

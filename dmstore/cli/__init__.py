@@ -15,7 +15,10 @@ from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 
 # command modules, in the order ``dmstore --help`` lists them
-COMMANDS = ("catalog", "convert", "info", "verify", "export", "example", "fit", "evaluate", "stats", "demo")
+COMMANDS = (
+    "catalog", "convert", "info", "verify", "export", "create", "status", "compact", "example", "fit", "evaluate",
+    "stats", "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,13 @@ def source_from_args(url: str, args: argparse.Namespace) -> Source:
     return Source(url, requester_pays=args.requester_pays, endpoint_url=args.endpoint_url, storage_options=options)
 
 
+def written_note(attrs: dict) -> str:
+    """`` (3,100 of 5,000 model slots written)`` for a result from an experiment store, else ``""``."""
+    if "model_slots" not in attrs:
+        return ""
+    return f" ({attrs['models_written']:,} of {attrs['model_slots']:,} model slots written)"
+
+
 def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
     """``--scheduler ADDRESS``: run on an existing Dask cluster."""
     parser.add_argument(

@@ -6,7 +6,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from dmstore.analysis.evaluate import MEMORY, evaluate
-from dmstore.cli.common import add_scheduler_option
+from dmstore.cli.common import add_scheduler_option, written_note
 
 
 def register(subparsers) -> None:
@@ -56,7 +56,7 @@ def run(args) -> int:
     spearman = result["spearman"].values
     print(
         f"LDS (mean Spearman over {attrs['n_targets']} {args.target} targets, "
-        f"{attrs['n_eval_models']} evaluation models): {attrs['lds']:.4f}"
+        f"{attrs['n_eval_models']} evaluation models{written_note(attrs)}): {attrs['lds']:.4f}"
     )
     print(f"mean Pearson: {attrs['mean_pearson']:.4f}   mean MSE: {attrs['mean_mse']:.4f}")
     low, mid, high = np.nanquantile(spearman, [0, 0.5, 1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+from dmstore.cli.common import written_note
 from dmstore.errors import DmstoreError
 from dmstore.fitting.fit import DTYPES, fit
 from dmstore.io.datamodels import SPLITS
@@ -143,7 +144,7 @@ def run(args) -> int:
     a = result.attrs
     print(
         f"{a['n_targets']} {args.target} datamodels fitted on {a['n_fit']} + {a['n_val']} models "
-        f"(fit + validation) in {a['seconds_pass']:.1f} s (pass) + {a['seconds_path']:.1f} s (path)"
+        f"(fit + validation){written_note(a)} in {a['seconds_pass']:.1f} s (pass) + {a['seconds_path']:.1f} s (path)"
     )
     print(
         f"median lam {a['median_lam']:.4g}   mean nonzero weights {a['mean_nonzeros']:.1f} of "

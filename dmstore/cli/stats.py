@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dmstore.analysis.stats import SPLITS, plot_stats, stats
-from dmstore.cli.common import add_scheduler_option
+from dmstore.cli.common import add_scheduler_option, written_note
 from dmstore.io.rows import MODEL_SETS
 
 
@@ -51,7 +51,7 @@ def run(args) -> int:
         scheduler=args.scheduler,
         progress=args.progress,
     )
-    print(f"{result.attrs['n_models']} models ({args.models})")
+    print(f"{result.attrs['n_models']} models ({args.models}){written_note(result.attrs)}")
     print(f"{'margins':<8}{'examples':>10}{'mean':>10}{'mean std':>10}{'accuracy':>10}{'min acc':>10}{'max acc':>10}")
     for split in SPLITS:
         if f"{split}_mean" in result:

@@ -40,7 +40,7 @@ from dmstore.io.datamodels import fitted_blocks, group_path, has_datamodels, rea
 from dmstore.io.dataset import consolidate
 from dmstore.io.dataset import open as open_store
 from dmstore.io.lock import store_lock
-from dmstore.io.rows import model_positions
+from dmstore.io.rows import model_positions, written_models
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 #: The default memory budget: fits a 16 GB laptop beside its other work.
@@ -248,6 +248,7 @@ def fit(
             _summary(fitted_blocks(store, target, storage_options)),
             n_fit=int(rows["fit"].size),
             n_val=int(n_val),
+            **written_models(ds),
             plan_peak_bytes=plan.peak,
             seconds_pass=round(passed - started, 3),
             seconds_path=round(time.perf_counter() - passed, 3),

@@ -10,6 +10,7 @@ import zarr
 from dmstore.io.dataset import as_store
 from dmstore.io.reads import checked_arrays
 from dmstore.io.rows import shard_bands
+from dmstore.io.segments import experiment_snapshot
 
 
 class BandReader:
@@ -19,7 +20,8 @@ class BandReader:
         root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
         self.split, self.margins_name = split, f"{split}_margins"
         self._models = root["model"][:] if "model" in root else np.arange(root["train_masks"].shape[0])
-        arrays = checked_arrays(root, root.attrs.asdict(), self._models)
+        attrs = root.attrs.asdict()
+        arrays = checked_arrays(root, attrs, self._models, experiment_snapshot(store, storage_options, attrs))
         self._masks, self._margins = arrays["train_masks"], arrays[self.margins_name]
         self._targets = root[split][:] if split in root else np.arange(self._margins.shape[1])
         self.n_train = self._masks.shape[1]

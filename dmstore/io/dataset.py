@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import xarray as xr
 import zarr
 from zarr.storage import FsspecStore, LocalStore
@@ -97,15 +98,22 @@ def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dat
     import dask.array as da
 
     from dmstore.io.reads import checked_arrays
+    from dmstore.io.segments import experiment_snapshot
 
     root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
     labels = ds["model"].values if "model" in ds.coords else None
+    snapshot = experiment_snapshot(store, storage_options, ds.attrs)
     with known_warnings():
-        arrays = checked_arrays(root, ds.attrs, labels)
+        arrays = checked_arrays(root, ds.attrs, labels, snapshot)
     for name, variable in ds.data_vars.items():
         if name not in arrays or variable.chunks is None:
             continue
         checked = arrays[name]
         data = da.from_array(checked, chunks=variable.chunks, asarray=False, name=f"dmstore-{name}-{id(checked)}")
         ds[name] = variable.copy(data=data)
+    if snapshot is not None:  # an experiment store: only the written models count
+        spec = ds.attrs["dmstore_experiment"]
+        done = snapshot.done([*spec["arrays"], *spec["extras"]], ds.sizes["model"])
+        split = np.where(done, ds["split"].values, "missing").astype(object)
+        ds = ds.assign_coords(split=("model", split), done=("model", done))
     return ds

@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 
 from dmstore.errors import DmstoreError
+from dmstore.io.segments import Snapshot
 
 Rows = slice | np.ndarray
 
@@ -85,14 +86,27 @@ def damaged_row_blocks(array: zarr.Array, bands: list | None, first: int = 0) ->
     return shard_row_blocks(array) | unrecorded
 
 
-def checked_arrays(root: zarr.Group, attrs: dict, labels: np.ndarray | None = None) -> dict[str, CheckedArray]:
-    """A :class:`CheckedArray` for each per-model data array of the store's root group."""
+def checked_arrays(
+    root: zarr.Group, attrs: dict, labels: np.ndarray | None = None, snapshot: Snapshot | None = None
+) -> dict[str, CheckedArray]:
+    """A :class:`CheckedArray` for each per-model data array of the store's root group.
+
+    For an experiment store (:mod:`dmstore.experiment`) ``snapshot`` says which row-blocks are
+    compacted (read from the arrays, checked) and which are still segments (read from those)."""
     records = attrs.get("dmstore_bands")
     first = attrs.get("dmstore_plan", {}).get("rows", [0])[0]
+    extras = set(attrs.get("dmstore_experiment", {}).get("extras", {}))
     out = {}
     for name, array in root.arrays():
         dims = array.metadata.dimension_names or ()
-        if array.ndim >= 2 and dims and dims[0] == "model":
+        if not (dims and dims[0] == "model" and (array.ndim >= 2 or name in extras)):
+            continue
+        if snapshot is not None:
+            rows = (array.shards or array.chunks)[0]
+            compacted = snapshot.compacted(name, array.shape[0])
+            lost = {b for b in shard_row_blocks(array) if compacted[b * rows : (b + 1) * rows].all()}
+            out[name] = CheckedArray(array, lost, labels, snapshot)
+        else:
             bands = None if records is None else records.get(name, [])
             out[name] = CheckedArray(array, damaged_row_blocks(array, bands, first), labels)
     return out
@@ -102,28 +116,57 @@ class CheckedArray:
     """A zarr array read through the checked path (also by :func:`dask.array.from_array`).
 
     ``missing`` are the row-blocks not to be read (:func:`damaged_row_blocks`), ``labels`` the
-    model labels used in the error.
+    model labels used in the error. Rows of an experiment store not yet compacted are read from
+    the segments of its ``snapshot``.
     """
 
-    def __init__(self, array: zarr.Array, missing: set[int], labels: np.ndarray | None = None) -> None:
-        self.array, self.missing, self.labels = array, frozenset(missing), labels
+    def __init__(
+        self,
+        array: zarr.Array,
+        missing: set[int],
+        labels: np.ndarray | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        self.array, self.missing, self.labels, self.snapshot = array, frozenset(missing), labels, snapshot
+        self.compacted = None if snapshot is None else snapshot.compacted(array.basename, array.shape[0])
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
         self.rows_per_block = (array.shards or array.chunks)[0]
 
     def read(self, rows: Rows, columns: slice | None = None) -> np.ndarray:
         """``array[rows, columns]`` for a slice or sorted positions of rows."""
+        rest = (columns if columns is not None else slice(None),)
         if isinstance(rows, slice):
-            return self[(rows, columns if columns is not None else slice(None))]
-        self._refuse_lost(*_row_span(rows))
-        with self._decode_errors(rows):
-            return self.array.get_orthogonal_selection((np.asarray(rows), columns or slice(None)))
+            return self[(rows, *rest)]
+        return self._rows(np.asarray(rows), rest)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         rows = slice(*key[0].indices(self.shape[0])) if isinstance(key[0], slice) else slice(0, self.shape[0])
+        if self.compacted is not None and isinstance(key[0], slice):
+            return self._rows(np.arange(*key[0].indices(self.shape[0])), key[1:])
         self._refuse_lost(rows.start, rows.stop)
         with self._decode_errors(rows):
             return self.array[key]
+
+    def _rows(self, positions: np.ndarray, rest: tuple) -> np.ndarray:
+        """Rows at sorted ``positions``: compacted ones from the array, pending ones from segments."""
+        from_segments = np.zeros(len(positions), bool) if self.compacted is None else ~self.compacted[positions]
+        stored = positions[~from_segments]
+        parts = {}
+        if stored.size or not positions.size:
+            if stored.size:
+                self._refuse_lost(*_row_span(stored))
+            with self._decode_errors(stored):
+                parts[False] = self.array.get_orthogonal_selection((stored, *rest))
+        if from_segments.any():
+            assert self.snapshot is not None
+            rows = self.snapshot.rows(self.array.basename, positions[from_segments], self.shape[1:], self.dtype)
+            parts[True] = rows[(slice(None), *rest)]
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        out = np.empty((len(positions), *parts[True].shape[1:]), dtype=self.dtype)
+        out[from_segments], out[~from_segments] = parts[True], parts[False]
+        return out
 
     def _refuse_lost(self, start: int, stop: int) -> None:
         """Raise where rows ``start:stop`` touch a row-block that must not be read."""

@@ -11,12 +11,14 @@ MODEL_SETS = ("fit", "eval", "all")
 
 
 def model_positions(ds: xr.Dataset, models: str) -> np.ndarray:
-    """Row positions (not labels) of the ``fit``, ``eval`` or ``all`` models of a store."""
+    """Row positions (not labels) of the ``fit``, ``eval`` or ``all`` models of a store (of an
+    experiment store: only written models, whose ``split`` is not ``missing``)."""
     if models not in MODEL_SETS:
         raise DmstoreError(f"unknown model set {models!r}: use one of {', '.join(MODEL_SETS)}")
     n_models = ds.sizes["model"]
-    if models == "all":
-        return np.arange(n_models)
+    if models == "all":  # in an experiment store, the written models
+        written = np.asarray(ds["split"].values) != "missing" if "split" in ds.coords else np.ones(n_models, bool)
+        return np.flatnonzero(written)
     if "split" not in ds.coords:
         raise DmstoreError("the store has no `split` coordinate: convert it again with dmstore convert")
     positions = np.flatnonzero(np.asarray(ds["split"].values) == models)
@@ -26,6 +28,14 @@ def model_positions(ds: xr.Dataset, models: str) -> np.ndarray:
             "say which rows are evaluation models when converting"
         )
     return positions
+
+
+def written_models(ds: xr.Dataset) -> dict[str, int]:
+    """For an experiment store, ``models_written`` and ``model_slots`` (results report them); else
+    nothing."""
+    if "done" not in ds.coords:
+        return {}
+    return {"models_written": int(ds["done"].values.sum()), "model_slots": int(ds.sizes["model"])}
 
 
 def shard_bands(positions: np.ndarray, shard_rows: tuple[int, ...]) -> list[slice | np.ndarray]:

@@ -129,6 +129,7 @@ def write_record(dest: str, storage_options: dict | None, name: str, start: int,
 def read_records(dest: str, storage_options: dict | None) -> dict[tuple[str, int, int], str]:
     """Every band record of the store: ``(array, start, stop) -> checksum``."""
     fs, root = _records_fs(dest, storage_options)
+    fs.invalidate_cache(root)  # records written by other processes since the last listing
     try:
         paths = fs.glob(f"{root}/*/*.json")
     except FileNotFoundError:
