@@ -95,8 +95,8 @@ def compact(store: str, storage_options: dict | None = None, progress: bool = Tr
     """
     spec = experiment_spec(store, storage_options)
     with store_lock(store, "compact", "dmstore compact", storage_options):
-        root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
         with known_warnings():
+            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
             arrays = {name: root[name] for name in _names(spec)}
         segments = Segments(store, storage_options)
         snapshot = segments.snapshot()
@@ -198,8 +198,8 @@ def grow(store: str, models: int, storage_options: dict | None = None) -> None:
     if models <= old:
         raise DmstoreError(f"the store has {old:,} model slots already: grow it to more than that")
     with store_lock(store, "compact", "dmstore grow", storage_options):
-        root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
         with known_warnings():
+            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
             for name in _names(spec):
                 array = root[name]
                 array.resize((models, *array.shape[1:]))
