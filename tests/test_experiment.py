@@ -245,3 +245,98 @@ def test_two_compactions_at_once_one_proceeds(tmp_path):
         job.kill()
         job.wait()
     dmstore.compact(url, progress=False)  # its owner is gone: the lock is stale
+
+
+def test_a_refit_after_more_models_reads_only_those_models(tmp_path, monkeypatch):
+    """Statistics grow by the models added: only their rows are read, and the counts, sums and
+    target statistics equal those computed from all the rows in numpy."""
+    from dmstore.fitting.moments import Moments
+    from dmstore.fitting.reads import BandReader
+
+    rng = np.random.default_rng(7)
+    slots, n_train, n_test = 1100, 40, 12
+    masks = rng.random((slots, n_train)) < 0.5
+    weights = np.where(rng.random((n_train, n_test)) < 0.2, rng.standard_normal((n_train, n_test)), 0)
+    margins = (masks @ weights + 0.3 * rng.standard_normal((slots, n_test))).astype(np.float16)
+    url = str(tmp_path / "run.zarr")
+    dmstore.create(url, train=n_train, test=n_test, models=slots, eval_models=100)
+
+    def write(models: np.ndarray) -> None:
+        with dmstore.writer(url) as w:
+            for m in models:
+                w.write(int(m), train_masks=masks[m], train_margins=np.zeros(n_train), test_margins=margins[m])
+
+    first = np.r_[0:900, 1000:1100]
+    write(first)
+    dmstore.fit(url, targets=slice(0, 6), lambdas=4, progress=False)
+    added = np.arange(900, 1000)  # 11% more fit models
+    write(added)
+    read: list[np.ndarray] = []
+    for method in ("masks", "margins"):
+        original = getattr(BandReader, method)
+
+        def spy(self, band, *args, _original=original):
+            read.append(np.asarray(band))
+            return _original(self, band, *args)
+
+        monkeypatch.setattr(BandReader, method, spy)
+    with pytest.raises(dmstore.DmstoreError, match="fitted on other models"):
+        dmstore.fit(url, targets=slice(0, 6), lambdas=4, progress=False)
+    result = dmstore.fit(url, targets=slice(0, 6), lambdas=4, overwrite=True, progress=False)
+    assert read and set(np.concatenate(read).tolist()) == set(added.tolist())
+    fit_rows = Moments(url, "fit").positions()
+    val_rows = Moments(url, "val").positions()
+    assert np.array_equal(np.union1d(fit_rows, val_rows), np.arange(1000)) and added[0] in fit_rows
+    assert result.attrs["n_fit"] == fit_rows.size and result.attrs["n_val"] == val_rows.size == 90
+    stats = Moments(url, "fit").statistics("test", slice(0, 6))
+    x, y = masks[fit_rows].astype(np.float64), margins[fit_rows].astype(np.float64)
+    assert stats.n == fit_rows.size
+    np.testing.assert_array_equal(stats.counts(np.arange(n_train)), x.T @ x)
+    np.testing.assert_array_equal(stats.xsum, x.sum(axis=0))
+    np.testing.assert_allclose(stats.xty, x.T @ y[:, :6], rtol=1e-12)
+    np.testing.assert_allclose(stats.yy, (y[:, :6] ** 2).sum(axis=0), rtol=1e-12)
+
+
+GROW = """
+import sys
+import numpy as np
+from dmstore.fitting.moments import Moments
+from dmstore.fitting.passes import PassPlan, grow_pass
+from dmstore.fitting.reads import BandReader
+url, n = sys.argv[1], int(sys.argv[2])
+print("start", flush=True)
+grow_pass(Moments(url, "fit"), BandReader(url, "test"), np.arange(n), PassPlan(256, False, 1), lambda rows: None)
+"""
+
+
+def test_adding_rows_killed_at_random_moments_gives_exact_counts(tmp_path):
+    from dmstore.fitting.moments import Moments
+    from dmstore.fitting.passes import PassPlan, gram_pass, target_pass
+    from dmstore.fitting.reads import BandReader
+
+    url = str(tmp_path / "run.zarr")
+    spec = dict(train=1500, test=8, models=700)
+    dmstore.create(url, **spec)
+    with dmstore.writer(url) as w:
+        for model in range(700):
+            w.write(model, **row(model, w.spec))
+    plan, reader, moments = PassPlan(256, False, 1), BandReader(url, "test"), Moments(url, "fit")
+    gram_pass(moments, reader, np.arange(500), plan, lambda rows: None)
+    target_pass(moments, reader, np.arange(500), "test", 8, [0], plan, lambda rows: None)
+    rng, kills = np.random.default_rng(3), 0
+    for _ in range(30):
+        job = subprocess.Popen([sys.executable, "-c", GROW, url, "700"], stdout=subprocess.PIPE)
+        assert job.stdout is not None and job.stdout.readline() == b"start\n"
+        time.sleep(rng.uniform(0.2, 1.5))
+        if job.poll() is None:
+            job.send_signal(signal.SIGKILL)
+            kills += 1
+        if job.wait() == 0:
+            break
+    assert kills >= 1 and Moments(url, "fit").positions().tolist() == list(range(700))
+    rows = [row(m, dmstore.writer(url).spec) for m in range(700)]
+    x = np.stack([r["train_masks"] for r in rows]).astype(np.float64)
+    y = np.stack([r["test_margins"] for r in rows]).astype(np.float16)
+    stats = Moments(url, "fit").statistics("test", slice(0, 8))
+    np.testing.assert_array_equal(stats.counts(np.arange(1500)), x.T @ x)
+    np.testing.assert_allclose(stats.xty, x.T @ y.astype(np.float64), rtol=1e-12)

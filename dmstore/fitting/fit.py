@@ -33,7 +33,7 @@ from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
 from dmstore.fitting.fista import check_options
 from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
-from dmstore.fitting.passes import PassPlan, gram_pass, mask_pass, target_pass
+from dmstore.fitting.passes import PassPlan, added_rows, gram_pass, grow_pass, mask_pass, target_pass
 from dmstore.fitting.plan import FitPlan, plan_fit
 from dmstore.fitting.reads import BandReader
 from dmstore.io.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
@@ -52,6 +52,19 @@ MAX_ITER = 10_000
 SOLVE_TARGETS = 4
 #: Options that must match for a fit to continue the blocks of an earlier one.
 OPTIONS = ("lambdas", "lambda_ratio", "standardize", "tol", "patience", "val_models", "dtype", "target_batch")
+
+
+def validation_rows(moments: Moments, positions: np.ndarray, val_models: float, recompute: bool) -> np.ndarray:
+    """The validation rows among the fit ``positions``: the last ``validation_count`` of them, or
+    those of the kept statistics where they were chosen with the same ``val_models`` and are all
+    still fit rows (so that a store that grew keeps its validation rows, and a fit reads only
+    the rows added)."""
+    kept = None if recompute else moments.positions()
+    group = moments.group()
+    if kept is not None and group is not None and group.attrs.get("val_models") == val_models:
+        if kept.size < positions.size - 1 and np.isin(kept, positions).all():
+            return kept
+    return positions[-validation_count(val_models, positions.size) :]
 
 
 def validation_count(val_models: float, n_fit: int) -> int:
@@ -204,8 +217,9 @@ def fit(
             raise DmstoreError(f"the store has no {name}: convert it with --arrays masks,margins")
     columns = target_columns(targets, ds.sizes[target], target)
     positions = model_positions(ds, "fit")
-    n_val = validation_count(val_models, positions.size)
-    rows = {"fit": positions[:-n_val], "val": positions[-n_val:]}
+    val = validation_rows(Moments(store, "val", storage_options), positions, val_models, recompute)
+    n_val = val.size
+    rows = {"fit": np.setdiff1d(positions, val), "val": val}
     reader = BandReader(store, target, storage_options)
     plan = plan_fit(ds.sizes["train"], rows["fit"].size, reader.shard_rows, target_batch, budget, rows["val"].size)
     options = dict(
@@ -219,11 +233,13 @@ def fit(
         target_batch=target_batch,
     )
     with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options):
-        done = _check_group(store, target, options, overwrite, storage_options)
+        models = rows_digest(positions)
+        done = _check_group(store, target, options, models, overwrite, storage_options)
         if recompute:
             for name in rows:
                 Moments(store, name, storage_options).delete()
         _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
+        Moments(store, "val", storage_options).group("a").attrs["val_models"] = val_models
         _check_data(Moments(store, "fit", storage_options), target, columns)
         if done is None:  # only now: a pass that fails on damaged data leaves no datamodels group
             attrs = dict(
@@ -231,6 +247,7 @@ def fit(
                 method="lasso: working-set FISTA on persisted statistics, validation-selected "
                 "path, refit on fit + validation models",
                 estimated_by=f"dmstore {__version__} fit",
+                models_digest=models,
             )
             start_blocks(store, target, ds.sizes["train"], ds[target].values, target_batch, attrs, storage_options)
             done = {}
@@ -256,8 +273,11 @@ def fit(
         return result
 
 
-def _check_group(store: str, target: str, options: dict, overwrite: bool, storage_options: dict | None) -> dict | None:
-    """The recorded blocks of an earlier fit with the same options, None for a new group."""
+def _check_group(
+    store: str, target: str, options: dict, models: str, overwrite: bool, storage_options: dict | None
+) -> dict | None:
+    """The recorded blocks of an earlier fit with the same options on the same models (digest
+    ``models``), None for a new group."""
     if not has_datamodels(store, target, storage_options) or overwrite:
         return None
     existing = xr.open_zarr(
@@ -267,6 +287,11 @@ def _check_group(store: str, target: str, options: dict, overwrite: bool, storag
         raise DmstoreError(
             f"the store holds {target!r} datamodels fitted with other options or imported: pass --overwrite "
             "(overwrite=True) to replace them, or export them first with `dmstore export`"
+        )
+    if existing.get("models_digest", models) != models:
+        raise DmstoreError(
+            f"the store's {target!r} datamodels were fitted on other models (the store has more since): pass "
+            "--overwrite (overwrite=True) to fit them again (the statistics of the models added are added)"
         )
     return fitted_blocks(store, target, storage_options)
 
@@ -282,27 +307,37 @@ def _fill_moments(
     progress: bool,
     storage_options: dict | None,
 ) -> None:
-    """Run the passes the persisted statistics still lack for these rows and targets."""
+    """Run the passes the persisted statistics still lack for these rows and targets: where the
+    fit rows grew (an experiment store), only the added rows are read."""
     wanted = list(range(columns.start // XTY_BLOCK, -(-columns.stop // XTY_BLOCK)))
     pass_plan = PassPlan(plan.tile, plan.cache_masks, plan.target_blocks)
-    work = []
+    n_tiles = -(-reader.n_train // plan.tile)
+    work, total = [], 0
     for name, positions in rows.items():
         moments = Moments(store, name, storage_options)
         digest = rows_digest(positions)
-        complete = moments.is_complete(digest)
-        tiles_left = -(-reader.n_train // plan.tile) - (
-            int(moments.group().attrs.get("panels", 0)) if moments.matches(digest) else 0
-        )
-        panels = 0 if complete else (tiles_left if name == "fit" else 1)
-        missing = [b for b in wanted if not (moments.matches(digest) and b in moments.target_blocks(target))]
-        work.append((moments, positions, panels, missing))
-    total = sum(p.size * (panels + -(-len(missing) // plan.target_blocks)) for _, p, panels, missing in work)
+        added = added_rows(moments, positions) if name == "fit" else None
+        group: Any = moments.group()
+        if added is not None and group is not None:
+            held = sum(-(-len(group.attrs[k]) // plan.target_blocks) for k in group.attrs if k.startswith("xty_"))
+            total += added.size * (1 + held + n_tiles)
+            missing = [b for b in wanted if b not in moments.target_blocks(target)]
+        else:
+            complete = moments.is_complete(digest)
+            tiles_left = n_tiles - (int(group.attrs.get("panels", 0)) if group and moments.matches(digest) else 0)
+            total += positions.size * (0 if complete else (tiles_left if name == "fit" else 1))
+            missing = [b for b in wanted if not (moments.matches(digest) and b in moments.target_blocks(target))]
+        total += positions.size * -(-len(missing) // plan.target_blocks)
+        work.append((moments, positions))
     with tqdm(total=total, desc="statistics", unit="model", disable=not progress or total == 0) as bar:
-        for moments, positions, _, missing in work:
+        for moments, positions in work:
             if moments.name == "fit":
-                gram_pass(moments, reader, positions, pass_plan, bar.update)
+                while added_rows(moments, positions) is not None:
+                    grow_pass(moments, reader, positions, pass_plan, bar.update)
+                gram_pass(moments, reader, positions, pass_plan, bar.update)  # nothing left where it grew
             else:
                 mask_pass(moments, reader, positions, bar.update)
+            missing = [b for b in wanted if b not in moments.target_blocks(target)]
             target_pass(moments, reader, positions, target, n_targets, missing, pass_plan, bar.update)
 
 

@@ -26,7 +26,14 @@ array                  dims                   dtype        what
 Attributes: ``n`` (rows), ``rows`` (a SHA-256 of the row positions: statistics are only used for
 exactly the rows they cover), ``tile``, ``panels`` (tile rows of ``xtx`` written so far, in
 order: the pass resumes after the last), ``complete`` and ``xty_{split}`` (the target blocks
-written). Every chunk carries a CRC32C.
+written). Every chunk carries a CRC32C. ``positions`` holds the row positions.
+
+Rows added later (an experiment store that grew) are added, not recomputed
+(:func:`dmstore.fitting.passes.grow_pass`): their counts go into the tiles in place, and their
+other statistics into a *part*, ``parts/{k}``, a group of the same form (``positions``, ``xsum``,
+``xty_{split}`` of the target blocks the group had then...) listed in the attribute ``parts``.
+Readers add the parts to the base arrays; a target block written after a part was made covers all
+rows already, and that part does not hold it.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zarr
@@ -220,15 +228,56 @@ class Moments:
         if GROUP in root and self.name in root[GROUP]:
             del root[GROUP][self.name]
 
-    def start(self, n: int, n_train: int, digest: str, tile: int, gram: bool = True) -> zarr.Group:
-        """Create the group afresh for ``n`` rows (fingerprint ``digest``), replacing any other;
-        with ``gram`` its tiled counts, else room for the rows' masks."""
-        root = self._root("a")
-        group = root.require_group(GROUP).create_group(self.name, overwrite=True)
+    def start(self, positions: np.ndarray, n_train: int, tile: int, gram: bool = True) -> zarr.Group:
+        """Create the group afresh for the rows ``positions``, replacing any other; with ``gram``
+        its tiled counts, else room for the rows' masks."""
+        parent = self._root("a").require_group(GROUP)
+        *folders, name = self.name.split("/")
+        for folder in folders:
+            parent = parent.require_group(folder)
+        group = parent.create_group(name, overwrite=True)
         if gram:
             tiles.create(group, "xtx", n_train, tile, ("train", "train_"))
-        group.attrs.update(n=int(n), rows=digest, tile=int(tile), panels=0, complete=False)
+        group.create_array("positions", data=np.asarray(positions, dtype=np.int64), dimension_names=("row",))
+        digest = rows_digest(positions)
+        group.attrs.update(n=int(len(positions)), rows=digest, tile=int(tile), panels=0, complete=False)
         return group
+
+    def positions(self) -> np.ndarray | None:
+        """The row positions the complete statistics cover (base and parts), or None."""
+        group = self.group()
+        if group is None or not group.attrs.get("complete") or "positions" not in group:
+            return None
+        parts = [group["positions"][:], *(part["positions"][:] for part in self.parts(group))]
+        return np.sort(np.concatenate(parts))
+
+    def parts(self, group: zarr.Group) -> list[Any]:
+        """The recorded parts (groups of the rows added after the base pass)."""
+        attrs: dict[str, Any] = group.attrs.asdict()
+        return [group[f"parts/{k}"] for k in attrs.get("parts", [])]
+
+    def xsum(self, group: zarr.Group) -> np.ndarray:
+        """Column sums of the masks over all rows (base and parts)."""
+        total: np.ndarray = group["xsum"][:]
+        for part in self.parts(group):
+            total = total + part["xsum"][:]
+        return total
+
+    def _targets(self, group: Any, split: str, columns: slice) -> tuple[np.ndarray, ...]:
+        """``X^T Y``, sums and sums of squares of target ``columns``, base plus the parts that hold
+        each target block."""
+        out = [group[f"xty_{split}"][:, columns], group[f"ysum_{split}"][columns], group[f"yy_{split}"][columns]]
+        for part in self.parts(group):
+            held = set(part.attrs.get(f"xty_{split}", []))
+            for block in range(columns.start // XTY_BLOCK, -(-columns.stop // XTY_BLOCK)):
+                if block not in held:
+                    continue
+                cols = slice(max(columns.start, block * XTY_BLOCK), min(columns.stop, (block + 1) * XTY_BLOCK))
+                local = slice(cols.start - columns.start, cols.stop - columns.start)
+                out[0][:, local] += part[f"xty_{split}"][:, cols]
+                out[1][local] += part[f"ysum_{split}"][cols]
+                out[2][local] += part[f"yy_{split}"][cols]
+        return tuple(out)
 
     def tile_file(self) -> tiles.TileFile:
         group = self.group()
@@ -278,7 +327,8 @@ class Moments:
         group = self.group()
         if group is None:
             raise DmstoreError(f"the store has no {self.path}: run `dmstore fit` to compute it")
-        return int(group.attrs["n"]), group[f"ysum_{split}"][columns], group[f"yy_{split}"][columns]
+        _, ysum, yy = self._targets(group, split, columns)
+        return int(group.attrs["n"]), ysum, yy
 
     def statistics(self, split: str, columns: slice, in_memory: bool = False) -> Statistics:
         """The :class:`Statistics` of target columns ``columns`` of ``split``: counts from the kept
@@ -291,17 +341,18 @@ class Moments:
         missing = set(blocks) - self.target_blocks(split)
         if missing:
             raise DmstoreError(f"the store's {self.path} lacks {split} target blocks {sorted(missing)}")
-        targets = (group[f"xty_{split}"][:, columns], group[f"ysum_{split}"][columns], group[f"yy_{split}"][columns])
+        targets = self._targets(group, split, columns)
         if "masks" in group:  # through the checked path: a lost chunk is an error, not False masks
             masks = group["masks"]
             checked = CheckedArray(masks, damaged_row_blocks(masks, [[0, masks.shape[0]]]))
             return of_masks(checked.read(slice(0, masks.shape[0])), *targets)
-        n, xsum = int(group.attrs["n"]), group["xsum"][:]
+        n, xsum = int(group.attrs["n"]), self.xsum(group)
         counts = self.tile_file().rows
         if in_memory:
             gram = _delta_gram(self.url, self.path, group.attrs["rows"], _frozen(self.storage_options))
             counts = gram.rows if gram is not None else counts
-        return Statistics(n, xsum, *targets, counts)
+        xty, ysum, yy = targets
+        return Statistics(n, xsum, xty, ysum, yy, counts)
 
 
 def _frozen(options: dict | None) -> str:
@@ -314,7 +365,7 @@ def _delta_gram(url: str, path: str, digest: str, options: str) -> DeltaGram | N
     moments = Moments(url, path.removeprefix(f"{GROUP}/"), json.loads(options) or None)
     group = moments.group()
     assert group is not None and group.attrs["rows"] == digest
-    return DeltaGram.load(moments.tile_file(), group["xsum"][:], int(group.attrs["n"]))
+    return DeltaGram.load(moments.tile_file(), moments.xsum(group), int(group.attrs["n"]))
 
 
 def release_counts() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.linalg.blas import sgemm
@@ -53,6 +54,24 @@ def panel_product(panel: np.ndarray, masks: np.ndarray, start: int, stop: int) -
         panel[...] = out
 
 
+def mask_bands(reader: BandReader, positions: np.ndarray, keep: bool) -> Callable[[], Iterator[np.ndarray]]:
+    """Iterations over the mask bands of ``positions``: read once and kept in memory (``keep``),
+    or read again each time."""
+    cache: dict[int, np.ndarray] = {}
+
+    def bands() -> Iterator[np.ndarray]:
+        for i, band in enumerate(reader.bands(positions)):
+            if i not in cache:
+                masks = reader.masks(band)
+                if not keep:
+                    yield masks
+                    continue
+                cache[i] = masks
+            yield cache[i]
+
+    return bands
+
+
 def gram_pass(
     moments: Moments, reader: BandReader, positions: np.ndarray, plan: PassPlan, progress: Callable[[int], None]
 ) -> None:
@@ -61,23 +80,12 @@ def gram_pass(
     if moments.is_complete(digest):
         return
     if not moments.matches(digest):
-        moments.start(positions.size, reader.n_train, digest, plan.tile)
+        moments.start(positions, reader.n_train, plan.tile)
     group = moments.group("a")
     assert group is not None
     tile_file = moments.tile_file()
     tile, n_train = tile_file.tile, tile_file.size
-    cache: dict[int, np.ndarray] = {}
-
-    def bands() -> Iterator[np.ndarray]:
-        for i, band in enumerate(reader.bands(positions)):
-            if i in cache:
-                yield cache[i]
-                continue
-            masks = reader.masks(band)
-            if plan.cache_masks:
-                cache[i] = masks
-            yield masks
-
+    bands = mask_bands(reader, positions, plan.cache_masks)
     for i in range(int(group.attrs["panels"]), tile_file.n_tiles):
         start, stop = i * tile, min((i + 1) * tile, n_train)
         panel = np.zeros((stop - start, n_train - start), dtype=np.float32, order="F")
@@ -95,12 +103,91 @@ def gram_pass(
     group.attrs["complete"] = True
 
 
+def added_rows(moments: Moments, positions: np.ndarray) -> np.ndarray | None:
+    """The rows of ``positions`` that :func:`grow_pass` would add to ``moments`` (those of an
+    addition already under way), or None where the statistics cannot grow into ``positions``."""
+    group = moments.group()
+    adding: Any = None if group is None else group.attrs.get("adding")
+    if group is not None and adding:
+        return group[f"parts/{adding['part']}/positions"][:]
+    old = moments.positions()
+    if old is None or old.size >= positions.size or not np.isin(old, positions).all():
+        return None
+    return np.setdiff1d(positions, old)
+
+
+def grow_pass(
+    moments: Moments, reader: BandReader, positions: np.ndarray, plan: PassPlan, progress: Callable[[int], None]
+) -> None:
+    """Add to complete statistics the rows of ``positions`` they lack, reading only those rows.
+
+    Crash-safe and resumable: the added rows' other statistics are written first, as a part; then
+    each tile of counts gets their counts in place, after the tile sums of its panel were
+    recorded, so that a resumed pass tells a tile already updated (its sum moved by exactly the
+    added counts) from one still to update; the part is recorded last, with the new rows.
+    """
+    group: Any = moments.group("a")
+    assert group is not None
+    if not group.attrs.get("adding"):
+        old = moments.positions()
+        assert old is not None
+        added = np.setdiff1d(positions, old)
+        k = max(group.attrs.get("parts", []), default=-1) + 1
+        part = Moments(moments.url, f"{moments.name}/parts/{k}", moments.storage_options)
+        part_group = part.start(added, reader.n_train, 0, gram=False)
+        xsum = np.zeros(reader.n_train)
+        for masks in mask_bands(reader, added, False)():
+            xsum += masks.sum(axis=0)
+            progress(masks.shape[0])
+        part_group.create_array("xsum", data=xsum, chunks=(reader.n_train,), dimension_names=("train",))
+        for key in [k for k in group.attrs if k.startswith("xty_")]:
+            split = key.removeprefix("xty_")
+            split_reader = reader if split == reader.split else BandReader(moments.url, split, moments.storage_options)
+            n_targets = group[key].shape[1]
+            target_pass(part, split_reader, added, split, n_targets, sorted(group.attrs[key]), plan, progress)
+        part.group("a").attrs["complete"] = True  # a fresh handle: attributes are written whole
+        total = np.union1d(old, added)
+        state: dict[str, Any] = {"part": k, "rows": rows_digest(total), "n": int(total.size), "panels": 0, "sums": {}}
+        group.attrs.update(adding=state, complete=False)
+    state = dict(group.attrs["adding"])
+    added = group[f"parts/{state['part']}/positions"][:]
+    bands = mask_bands(reader, added, plan.cache_masks)
+    tile_file = moments.tile_file()
+    tile, n_train = tile_file.tile, tile_file.size
+    for i in range(int(state["panels"]), tile_file.n_tiles):
+        start, stop = i * tile, min((i + 1) * tile, n_train)
+        panel = np.zeros((stop - start, n_train - start), dtype=np.float32, order="F")
+        for masks in bands():
+            panel_product(panel, masks, start, stop)
+            progress(masks.shape[0])
+        if str(i) not in state["sums"]:  # before any tile of the panel changes
+            before = [float(tile_file.read_tile(i, j).sum(dtype=np.float64)) for j in range(i, tile_file.n_tiles)]
+            state["sums"] = {**state["sums"], str(i): before}
+            group.attrs["adding"] = state
+        for j, before in zip(range(i, tile_file.n_tiles), state["sums"][str(i)]):
+            delta = panel[:, (j - i) * tile : (j - i + 1) * tile]
+            current = tile_file.read_tile(i, j)
+            now, change = float(current.sum(dtype=np.float64)), float(delta.sum(dtype=np.float64))
+            if now == before:
+                current += delta
+            elif now != before + change:
+                raise DmstoreError(
+                    f"the store's {moments.path} counts changed while rows were being added: run `dmstore fit` "
+                    "with --recompute to compute them afresh"
+                )
+            tile_file.write(i, j, current)  # again where it was updated: its transpose may not have been
+        state["panels"] = i + 1
+        group.attrs["adding"] = state
+    parts = [*group.attrs.get("parts", []), state["part"]]
+    group.attrs.update(parts=parts, rows=state["rows"], n=state["n"], complete=True, adding=None)
+
+
 def mask_pass(moments: Moments, reader: BandReader, positions: np.ndarray, progress: Callable[[int], None]) -> None:
     """Keep the masks of the rows ``positions`` (the validation rows) and their column sums."""
     digest = rows_digest(positions)
     if moments.is_complete(digest):
         return
-    group = moments.start(positions.size, reader.n_train, digest, 0, gram=False)
+    group = moments.start(positions, reader.n_train, 0, gram=False)
     masks = group.create_array(
         "masks",
         shape=(positions.size, reader.n_train),
