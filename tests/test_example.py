@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import rankdata
 
+import dmstore
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
 from dmstore.experiment.example import (
@@ -119,17 +120,26 @@ def test_interrupted_run_resumes_to_the_same_bytes(small, tmp_path):
         if stop == BATCH_MODELS:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        make_example(tmp_path, progress=False, on_batch=interrupt, **SMALL)
+    with pytest.raises(KeyboardInterrupt):  # one worker: the second batch has not started
+        make_example(tmp_path, progress=False, workers=1, on_batch=interrupt, **SMALL)
     record = json.loads((tmp_path / "digits" / "example_50pct.json").read_text())
-    assert record["rows_done"] == BATCH_MODELS
+    written = dmstore.status(str(tmp_path / "digits" / "experiment_50pct.zarr")).done
+    assert record["rows_done"] == written.sum() == BATCH_MODELS
     resumed = []
     folder = make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
-    assert resumed == [(500, 600)]
+    assert resumed == [(500, 600)]  # only the batch with models missing from the store
     for kind in KINDS:
         assert files(folder)[kind].read_bytes() == files(small)[kind].read_bytes()
     assert make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
     assert len(resumed) == 1  # complete: nothing trained again
+
+
+def test_workers_write_through_the_experiment_store(small):
+    ds = dmstore.open(small / "experiment_50pct.zarr")
+    assert ds.attrs["dmstore_status"] == "complete"
+    np.testing.assert_array_equal(ds["test_margins"].values, np.load(files(small)["test_margins"]))
+    accuracy = (np.load(files(small)["test_margins"]) > 0).mean(axis=1)
+    np.testing.assert_allclose(ds["accuracy"].values, accuracy, rtol=1e-6)
 
 
 def test_other_parameters_need_overwrite_and_pcts_live_side_by_side(tmp_path):

@@ -38,6 +38,7 @@ def register(subparsers) -> None:
         help="extra held-out evaluation models, the last rows (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--workers", type=int, help="training processes (default: one per core)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier example with other parameters for this PCT"
     )
@@ -60,6 +61,7 @@ def run(args) -> int:
         models=args.models,
         eval_models=args.eval_models,
         seed=args.seed,
+        workers=args.workers,
         overwrite=args.overwrite,
         progress=args.progress,
         on_batch=count,

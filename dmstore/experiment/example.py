@@ -7,17 +7,22 @@ plus ``train_labels.npy``, ``test_labels.npy`` and ``classes.json``: the same na
 shapes and row order as ``madrylab-datamodels/{ds}/data/`` (the evaluation models are the last
 ``eval_models`` rows, drawn and trained exactly like the others).
 
-Rows are written into memory-mapped ``.npy`` files batch by batch; ``out/digits/example_50pct.json``
-records the parameters and the rows done, so running the same call again resumes.
+Training workers write their models' rows into an experiment store (``out/digits/
+experiment_50pct.zarr``, :mod:`dmstore.experiment`), several processes at once; the published
+layout is exported from it once every model is written. ``out/digits/example_50pct.json`` records
+the parameters and the rows written, and running the same call again trains only what is missing.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import shutil
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dmstore.errors import DmstoreError
+from dmstore.experiment.compact import compact, status
+from dmstore.experiment.create import create
+from dmstore.experiment.writer import writer
+from dmstore.io.dataset import open as open_store
 
 KINDS = ("train_masks", "train_margins", "test_margins", "train_logits", "test_logits")
 BATCH_MODELS = 500  # models trained together; fixed, so that batch boundaries never move
@@ -32,6 +41,7 @@ HIDDEN = 32  # hidden units of the one-hidden-layer MLP
 STEPS = 50  # full-batch Adam steps
 LR = 0.02  # Adam learning rate
 RECORD_FORMAT = 1
+EXPORT_ROWS = 2048  # rows of the published layout written at once
 
 
 @dataclass(frozen=True)
@@ -200,32 +210,41 @@ def make_example(
     models: int = 20000,
     eval_models: int = 2000,
     seed: int = 0,
+    workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Train ``models + eval_models`` MLPs on random ``pct``% subsets; write the bucket layout.
+    """Train ``models + eval_models`` MLPs on random ``pct``% subsets into an experiment store,
+    then write the bucket layout from it.
 
-    Writes ``out/{dataset}/data/{kind}_{pct}pct.npy`` for every kind in :data:`KINDS`
-    (masks bool ``[M, N_train]``, margins float16 ``[M, N]``, logits float16 ``[M, N, C]``,
-    ``.npy`` version 1.0, C order) plus ``train_labels.npy``, ``test_labels.npy`` (int64) and
-    ``classes.json``. Row ``r``'s subset and initial weights depend only on ``(seed, r)`` and
-    batches of :data:`BATCH_MODELS` rows have fixed boundaries, so the same call gives the same
-    bytes; margins are computed from the stored float16 logits.
+    The models are trained in batches of :data:`BATCH_MODELS` by ``workers`` processes (one per
+    core by default), each writing its models' rows into the experiment store
+    ``out/{dataset}/experiment_{pct}pct.zarr`` through :func:`dmstore.experiment.writer.writer`
+    (with each model's test accuracy as the extra ``accuracy``). Once every model is written, the
+    store is compacted and exported as ``out/{dataset}/data/{kind}_{pct}pct.npy`` for every kind
+    in :data:`KINDS` (masks bool ``[M, N_train]``, margins float16 ``[M, N]``, logits float16
+    ``[M, N, C]``, ``.npy`` version 1.0, C order) plus ``train_labels.npy``, ``test_labels.npy``
+    (int64) and ``classes.json``, so that ``dmstore convert`` has the published layout to read.
+    Row ``r``'s subset and initial weights depend only on ``(seed, r)`` and every worker uses
+    the same number of torch threads, so the same call gives the same bytes; margins are
+    computed from the stored float16 logits.
 
-    A run records its parameters and finished rows in ``out/{dataset}/example_{pct}pct.json``
-    after each batch is flushed; the same call again resumes there. Other parameters for an
-    existing ``pct`` raise :class:`DmstoreError` unless ``overwrite``.
+    ``out/{dataset}/example_{pct}pct.json`` records the parameters and the rows written; the same
+    call again trains only the batches with models missing from the store. Other parameters for
+    an existing ``pct`` raise :class:`DmstoreError` unless ``overwrite``.
 
-    Memory is bounded by one batch of :data:`BATCH_MODELS` models, independent of ``models``:
+    Memory: one batch of :data:`BATCH_MODELS` models per worker, independent of ``models``:
     about ``4 * BATCH_MODELS * (k * (d + 4 H + 4 C) + N * (H + 3 C))`` bytes of tensors; for
-    digits the measured peak RSS is about 1 GB in all, of which ~0.36 GB is Python and torch
-    (rows written to the ``.npy`` files are unmapped after each batch).
+    digits about 1 GB per worker, of which ~0.36 GB is Python and torch.
 
     Parameters
     ----------
+    workers
+        Training processes; the torch threads of each are the cores divided among them.
     on_batch
-        Called as ``on_batch(start, stop)`` after rows ``start:stop`` are on disk and recorded.
+        Called as ``on_batch(start, stop)`` after rows ``start:stop`` are written, in the order
+        batches finish.
 
     Returns
     -------
@@ -241,17 +260,20 @@ def make_example(
         raise DmstoreError(f"--eval-models must be 0 or more, not {eval_models}")
     if seed < 0:
         raise DmstoreError(f"--seed must be 0 or more, not {seed}")
+    cores = _cores()
+    workers = workers or cores
+    if workers < 1:
+        raise DmstoreError(f"--workers must be at least 1, not {workers}")
     _require("torch")
     split = DATASETS[dataset]()
     rows = models + eval_models
-    n_train, n_test, n_classes = len(split.y_train), len(split.y_test), len(split.classes)
-    k = subset_size(pct, n_train)
+    n_train, n_test = len(split.y_train), len(split.y_test)
     params = {
         "format": RECORD_FORMAT,
         "dataset": dataset,
         "split": split.description,
         "pct": pct,
-        "subset_size": k,
+        "subset_size": subset_size(pct, n_train),
         "models": models,
         "eval_models": eval_models,
         "seed": seed,
@@ -259,72 +281,114 @@ def make_example(
         "model": {"kind": "mlp", "hidden": HIDDEN, "optimizer": "adam", "steps": STEPS, "lr": LR},
     }
     folder = Path(out) / dataset
-    data = folder / "data"
     record_path = folder / f"example_{pct}pct.json"
-    paths = {kind: data / f"{kind}_{pct}pct.npy" for kind in KINDS}
-    layout = {
-        "train_masks": ((rows, n_train), np.bool_),
-        "train_margins": ((rows, n_train), np.float16),
-        "test_margins": ((rows, n_test), np.float16),
-        "train_logits": ((rows, n_train, n_classes), np.float16),
-        "test_logits": ((rows, n_test, n_classes), np.float16),
-    }
+    paths = {kind: folder / "data" / f"{kind}_{pct}pct.npy" for kind in KINDS}
+    store = folder / f"experiment_{pct}pct.zarr"
     if overwrite:
         for path in [record_path, *paths.values()]:
             path.unlink(missing_ok=True)
-    done = _rows_done(record_path, params, paths, layout)
-    if done == rows:
+        shutil.rmtree(store, ignore_errors=True)
+    if _rows_done(record_path, params, paths) == rows:
         return folder
+    if not store.exists():
+        create(
+            str(store),
+            train=n_train,
+            test=n_test,
+            models=rows,
+            eval_models=eval_models,
+            classes=list(split.classes),
+            extras={"accuracy": "float32"},
+            dataset=dataset,
+            pct=pct,
+            provenance={"dmstore example": params},
+        )
+    done = status(str(store)).done
+    _write_record(record_path, params, int(done.sum()))
+    batches = [(a, min(a + BATCH_MODELS, rows)) for a in range(0, rows, BATCH_MODELS)]
+    todo = [(a, b) for a, b in batches if not done[a:b].all()]
+    threads = max(1, cores // workers)
+    bar = tqdm(total=rows, initial=int(done.sum()), unit="model", desc=f"{dataset} {pct}%", disable=not progress)
+    size = max(1, min(workers, len(todo)))
+    job = (str(store), dataset, seed, pct)
+    with bar, ProcessPoolExecutor(size, mp_context=get_context("spawn")) as pool:
+        queue, running = iter(todo), {}
 
-    data.mkdir(parents=True, exist_ok=True)
-    _save_npy(data / "train_labels.npy", split.y_train)
-    _save_npy(data / "test_labels.npy", split.y_test)
-    (data / "classes.json").write_text(json.dumps(list(split.classes)) + "\n")
-    if done == 0:
-        for kind, (shape, dtype) in layout.items():
-            np.lib.format.open_memmap(paths[kind], mode="w+", dtype=dtype, shape=shape, version=(1, 0)).flush()
-        _write_record(record_path, params, 0)
+        def submit() -> None:  # one batch per worker at a time: an interruption stops the rest
+            for a, b in itertools.islice(queue, 1):
+                running[pool.submit(train_batch, *job, a, b, a + np.flatnonzero(done[a:b]), threads)] = (a, b)
 
-    x_eval = np.concatenate([split.x_train, split.x_test])
-    labels = np.concatenate([split.y_train, split.y_test])
-    bar = tqdm(total=rows, initial=done, unit="model", desc=f"{dataset} {pct}%", disable=not progress)
-    with bar, _torch_threads():
-        for start in range(done, rows, BATCH_MODELS):
-            stop = min(start + BATCH_MODELS, rows)
-            draws = [draw_model(seed, r, n_train, k, split.x_train.shape[1], n_classes) for r in range(start, stop)]
-            subsets = np.stack([subset for subset, _ in draws])
-            init = [np.stack(layer) for layer in zip(*(weights for _, weights in draws))]
-            logits = train_models(split.x_train, split.y_train, x_eval, subsets, init)
-            logits16 = logits.astype(np.float16)
-            del logits
-            margins = margins_from_logits(logits16, labels)
-            masks = np.zeros((stop - start, n_train), dtype=bool)
-            np.put_along_axis(masks, subsets, True, axis=1)
-            batch = {
-                "train_masks": masks,
-                "train_margins": margins[:, :n_train],
-                "test_margins": margins[:, n_train:],
-                "train_logits": logits16[:, :n_train],
-                "test_logits": logits16[:, n_train:],
-            }
-            for kind, values in batch.items():
-                array = np.lib.format.open_memmap(paths[kind], mode="r+")
-                array[start:stop] = values
-                array.flush()
-                del array
-            _write_record(record_path, params, stop)
-            bar.update(stop - start)
-            if on_batch is not None:
-                on_batch(start, stop)
+        for _ in range(size):
+            submit()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                start, stop = running.pop(future)
+                future.result()
+                done[start:stop] = True
+                _write_record(record_path, params, int(done.sum()))
+                bar.update(stop - start)
+                if on_batch is not None:
+                    on_batch(start, stop)
+                submit()
+    compact(str(store), progress=False)
+    _export(str(store), paths, split)
+    _write_record(record_path, params, rows)
     return folder
 
 
-def _rows_done(
-    record_path: Path,
-    params: dict[str, Any],
-    paths: dict[str, Path],
-    layout: dict[str, tuple[tuple[int, ...], type]],
-) -> int:
+def train_batch(
+    store: str, dataset: str, seed: int, pct: int, start: int, stop: int, written: np.ndarray, threads: int
+) -> None:
+    """A worker's job: train models ``start:stop`` and write those not yet ``written``."""
+    torch = _require("torch")
+    torch.set_num_threads(threads)
+    split = DATASETS[dataset]()
+    n_train, n_classes = len(split.y_train), len(split.classes)
+    k = subset_size(pct, n_train)
+    draws = [draw_model(seed, r, n_train, k, split.x_train.shape[1], n_classes) for r in range(start, stop)]
+    subsets = np.stack([subset for subset, _ in draws])
+    init = [np.stack(layer) for layer in zip(*(weights for _, weights in draws))]
+    x_eval = np.concatenate([split.x_train, split.x_test])
+    logits16 = train_models(split.x_train, split.y_train, x_eval, subsets, init).astype(np.float16)
+    margins = margins_from_logits(logits16, np.concatenate([split.y_train, split.y_test]))
+    masks = np.zeros((stop - start, n_train), dtype=bool)
+    np.put_along_axis(masks, subsets, True, axis=1)
+    with writer(store) as w:
+        for i, model in enumerate(range(start, stop)):
+            if model in written:
+                continue
+            w.write(
+                model,
+                train_masks=masks[i],
+                train_margins=margins[i, :n_train],
+                test_margins=margins[i, n_train:],
+                train_logits=logits16[i, :n_train],
+                test_logits=logits16[i, n_train:],
+                accuracy=float((margins[i, n_train:] > 0).mean()),
+            )
+
+
+def _export(store: str, paths: dict[str, Path], split: DataSplit) -> None:
+    """Write the published layout from the complete experiment store (each file atomically)."""
+    ds = open_store(store)
+    for kind, path in paths.items():
+        array = ds[kind].data
+        temporary = path.with_suffix(".npy.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = np.lib.format.open_memmap(temporary, mode="w+", dtype=array.dtype, shape=array.shape, version=(1, 0))
+        for start in range(0, array.shape[0], EXPORT_ROWS):
+            out[start : start + EXPORT_ROWS] = array[start : start + EXPORT_ROWS].compute(scheduler="synchronous")
+        out.flush()
+        del out
+        os.replace(temporary, path)
+    data = next(iter(paths.values())).parent
+    _save_npy(data / "train_labels.npy", split.y_train)
+    _save_npy(data / "test_labels.npy", split.y_test)
+    (data / "classes.json").write_text(json.dumps(list(split.classes)) + "\n")
+
+
+def _rows_done(record_path: Path, params: dict[str, Any], paths: dict[str, Path]) -> int:
     """Rows already written by an earlier run of the same call (0 for a fresh start)."""
     if not record_path.exists():
         existing = [p.name for p in paths.values() if p.exists()]
@@ -343,48 +407,28 @@ def _rows_done(
             f"({', '.join(changed) or 'format'} differ); use another folder or pass --overwrite"
         )
     done = int(record["rows_done"])
-    if done == 0:
-        return 0
-    for kind, (shape, dtype) in layout.items():
-        try:
-            array = np.load(paths[kind], mmap_mode="r")
-        except (FileNotFoundError, ValueError) as exc:
-            raise DmstoreError(
-                f"cannot resume: {paths[kind]} is unreadable ({exc}); pass --overwrite to start again"
-            ) from None
-        if array.shape != shape or array.dtype != dtype:
-            raise DmstoreError(
-                f"cannot resume: {paths[kind]} is {array.dtype}{list(array.shape)}, expected "
-                f"{np.dtype(dtype)}{list(shape)}; pass --overwrite to start again"
-            )
-        del array
+    if done and not all(p.exists() for p in paths.values()):
+        return 0  # the export is not finished
     return done
 
 
 def _write_record(path: Path, params: dict[str, Any], rows_done: int) -> None:
     """Atomically replace the progress record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"params": params, "rows_done": rows_done}, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     """Save ``array`` as a version 1.0 ``.npy`` file."""
     with open(path, "wb") as f:
         np.lib.format.write_array(f, np.ascontiguousarray(array), version=(1, 0))
-
-
-@contextmanager
-def _torch_threads() -> Iterator[None]:
-    """Use one torch thread per CPU core this process may run on, then restore the setting."""
-    torch = _require("torch")
-    before = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, cores or 1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _require(module: str) -> Any:
