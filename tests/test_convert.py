@@ -167,10 +167,10 @@ def test_a_stale_lock_is_taken_over(layout, tmp_path):
         "what": "crashed",
         "heartbeat": time.time(),
     }
-    (dest / "_dmstore/locks/convert.json").write_text(json.dumps(lock))
+    (dest / "_dmstore/locks/convert.0.json").write_text(json.dumps(lock))
     convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
     assert_store_equals(str(dest), arrays)
-    assert not (dest / "_dmstore/locks/convert.json").exists()
+    assert not list((dest / "_dmstore/locks").iterdir())  # the stale lock and its successor are gone
 
 
 def test_dry_run_reads_no_data_and_writes_nothing(layout, tmp_path, capsys):

@@ -234,7 +234,7 @@ def test_cli_create_status_compact(tmp_path, capsys):
 def test_two_compactions_at_once_one_proceeds(tmp_path):
     url = str(tmp_path / "run.zarr")
     dmstore.create(url, train=30, test=10, models=4)
-    held = Path(url, "_dmstore", "locks", "compact.json")
+    held = Path(url, "_dmstore", "locks", "compact.0.json")
     held.parent.mkdir(parents=True)
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:

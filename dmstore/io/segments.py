@@ -1,8 +1,8 @@
 """Segments: one model's row of every array, as one immutable, checksummed object.
 
 Writers of an experiment store (:mod:`dmstore.experiment`) never touch a shard: each written
-model lands as ``_dmstore/segments/{model}.seg``, created exclusively (a hard link of a complete
-temporary file on local disk, a conditional PUT ``If-None-Match: *`` on S3), so a segment is
+model lands as ``_dmstore/segments/{model}.seg``, created exclusively
+(:func:`dmstore.io.objects.create_exclusive`), so a segment is
 there whole or not at all, and a second writer of the same model either finds identical bytes
 or is refused. A compaction later folds complete shard row-blocks into the sharded arrays.
 
@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from dmstore.errors import DmstoreError
 from dmstore.io.lock import STALE
+from dmstore.io.objects import create_exclusive
 from dmstore.io.store import read_records
 
 SEGMENTS = "_dmstore/segments"
@@ -121,26 +121,8 @@ class Segments:
             Where the model's segment holds other bytes (nothing is changed).
         """
         path = self.path(model)
-        if isinstance(self.fs, LocalFileSystem):
-            os.makedirs(self.root, exist_ok=True)
-            temporary = f"{self.root}/.{model}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-            with open(temporary, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(temporary, path)  # atomic, and fails where the segment exists
-                return True
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(temporary)
-        else:
-            try:
-                self.fs.pipe_file(path, data, mode="create")  # If-None-Match: *
-                return True
-            except FileExistsError:
-                pass
+        if create_exclusive(self.fs, path, data):
+            return True
         if self.fs.cat_file(path) != data:
             raise SegmentConflict(
                 f"model {model} is already written with other values: a model row is written once; "
@@ -173,12 +155,12 @@ class Segments:
             return []
         host, out = socket.gethostname(), []
         for entry in os.scandir(self.root):
-            parts = entry.name.split(".")
-            if entry.name.startswith(".") and entry.name.endswith(".tmp") and len(parts) >= 6:
-                pid = parts[-3]
-                gone = parts[-4] == host and pid.isdigit() and not psutil.pid_exists(int(pid))
-                if gone or time.time() - entry.stat().st_mtime > STALE:
-                    out.append(entry.path)
+            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                continue
+            writer, pid, _ = entry.name.removesuffix(".tmp").rsplit(".", 2)  # see create_exclusive
+            gone = writer.endswith(f".{host}") and pid.isdigit() and not psutil.pid_exists(int(pid))
+            if gone or time.time() - entry.stat().st_mtime > STALE:
+                out.append(entry.path)
         return out
 
     def snapshot(self) -> Snapshot:

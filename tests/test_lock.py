@@ -1,0 +1,80 @@
+"""Store locks that cannot race: of two starters at the same instant exactly one proceeds,
+locally (exclusive create) and on S3 (conditional PUT), including when both take over a stale
+lock."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import fsspec
+import pytest
+
+from dmstore.errors import DmstoreError
+from dmstore.io.lock import store_lock
+
+ROUNDS = 50
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_url(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "store.zarr")
+    s3_client = request.getfixturevalue("s3_client")
+    bucket = "locks-race"
+    if bucket not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:
+        s3_client.create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/{tmp_path.name}.zarr"
+
+
+def race(url: str) -> list[str]:
+    """Two threads start ``store_lock`` at one barrier; the holder keeps it until both tried."""
+    barrier, release, results = threading.Barrier(2), threading.Event(), []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            with store_lock(url, "convert", "a racing run"):
+                results.append("held")
+                release.wait(30)
+        except DmstoreError as exc:
+            assert "is busy" in str(exc)
+            results.append("busy")
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(results) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    release.set()
+    for thread in threads:
+        thread.join()
+    return sorted(results)
+
+
+def locks(url: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    return fs.find(f"{root}/_dmstore/locks")
+
+
+def test_two_starters_at_the_same_instant_exactly_one_proceeds(store_url):
+    for _ in range(ROUNDS):
+        assert race(store_url) == ["busy", "held"]
+    assert locks(store_url) == []
+
+
+def test_two_starters_taking_over_a_stale_lock_exactly_one_proceeds(store_url):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    fs, root = fsspec.core.url_to_fs(store_url)
+    fs.makedirs(f"{root}/_dmstore/locks", exist_ok=True)
+    for round in range(10):
+        stale = {"host": socket.gethostname(), "pid": dead, "token": "x", "what": "crashed", "heartbeat": time.time()}
+        fs.pipe_file(f"{root}/_dmstore/locks/convert.{round}.json", json.dumps(stale).encode())
+        assert race(store_url) == ["busy", "held"]
+        assert locks(store_url) == []
