@@ -9,18 +9,30 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 import numpy as np
-from dask.distributed import as_completed
-from dmstore.conversion.plan import ArrayPlan, parse_rows, parse_size, plan_array, workers_for
+from dask.distributed import Client, as_completed
+from dmstore.conversion.plan import (
+    BAND_MEMORY_FACTOR,
+    DRIVER_BYTES,
+    WORKER_BYTES,
+    ArrayPlan,
+    parse_rows,
+    parse_size,
+    plan_array,
+    workers_for,
+)
 from dmstore.conversion.verify import verify
 from tqdm.auto import tqdm
 
 from dmstore.errors import DmstoreError
 from dmstore.io import catalog, store
-from dmstore.io.cluster import dask_client
+from dmstore.io.cluster import dask_client, logger
 from dmstore.io.lock import store_lock
 from dmstore.io.npy import NpyHeader, check_layout
 from dmstore.io.shard import blosc, shard_pieces
@@ -73,16 +85,7 @@ class ConversionPlan:
             "models": self.models,
             "rows": list(self.rows),
             "eval_rows": list(self.eval_rows),
-            "arrays": {
-                p.name: {
-                    "shape": list(p.shape),
-                    "dtype": str(p.dtype),
-                    "chunks": list(p.chunks),
-                    "shards": list(p.shards),
-                    "codec": store.codec(p.dtype).to_dict(),
-                }
-                for p in self.arrays
-            },
+            "arrays": store.array_fingerprints(self.arrays),
         }
 
     def describe(self) -> str:
@@ -196,7 +199,9 @@ def convert(
     max_memory
         Bound on the peak resident memory of the whole conversion (driver and local workers).
     scheduler
-        Dask scheduler address or client; a local cluster of worker processes by default.
+        ``None`` or ``"local"``: a local cluster of worker processes, each with its share of
+        ``max_memory`` as its Dask memory limit; an address or a client: that cluster, whose
+        workers' own memory limits must hold one band each (``max_memory`` does not apply).
     dry_run
         Plan only: print nothing, read no data, return the plan.
     """
@@ -211,12 +216,13 @@ def convert(
         with store_lock(dest, "convert", f"dmstore convert {dataset} {pct}%", dest_storage_options):
             if attrs is None:
                 _create(plan, dest_storage_options)
-            elif attrs.get("dmstore_status") == "complete":
-                _forget_damaged(plan, scheduler, dest_storage_options, progress)
-            done = store.read_records(dest, dest_storage_options)
-            pending = [(p, band) for p in plan.arrays for band in p.bands if (p.name, *band) not in done]
-            if pending:
-                _run_bands(plan, pending, scheduler, dest_storage_options, progress)
+            with _workers(plan, scheduler) as client:  # verify, repair and bands within one budget
+                if attrs is not None and attrs.get("dmstore_status") == "complete":
+                    _forget_damaged(plan, client, dest_storage_options, progress)
+                done = store.read_records(dest, dest_storage_options)
+                pending = [(p, band) for p in plan.arrays for band in p.bands if (p.name, *band) not in done]
+                if pending:
+                    _run_bands(plan, pending, client, dest_storage_options, progress)
             for split in plan.datamodels:
                 _import_datamodels(plan, split, dest_storage_options)
             _finish(plan, dest_storage_options)
@@ -245,6 +251,26 @@ def convert_band(
     store.write_shard(dest, dest_options, plan.name, block, len(plan.shape), pieces)
     store.write_record(dest, dest_options, plan.name, start, stop, store.checksum(data))
     return plan.name, start, stop
+
+
+@contextmanager
+def _workers(plan: ConversionPlan, scheduler: Any) -> Iterator[Client]:
+    """The Dask client of a conversion: local workers limited to their share of the budget, or
+    an existing cluster whose workers can each hold a band."""
+    largest = max((p.band_bytes for p in plan.arrays), default=0)
+    share = (plan.max_memory - DRIVER_BYTES) // max(1, plan.n_workers)
+    with dask_client(scheduler, n_workers=plan.n_workers, memory_limit=share) as client:
+        if scheduler not in (None, "local"):
+            need = WORKER_BYTES + BAND_MEMORY_FACTOR * largest
+            limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+            small = [limit for limit in limits if 0 < limit < need]
+            if small:
+                raise DmstoreError(
+                    f"the cluster's workers have {min(small) / 2**20:.0f} MiB each but a band of this conversion "
+                    f"needs {need / 2**20:.0f} MiB: start them with a larger --memory-limit"
+                )
+            logger.info("on this cluster --max-memory does not apply: each worker holds one band at a time")
+        yield client
 
 
 def _run_bands(plan: ConversionPlan, pending: list, scheduler, dest_options: dict | None, progress: bool) -> None:

@@ -83,7 +83,7 @@ def verify(
     first = plan["rows"][0]
     tasks = []
     for name, bands in attrs["dmstore_bands"].items():
-        key = data_key(attrs["dataset"], name, attrs["pct"])
+        key = data_key(attrs["dataset"], name, attrs["pct"]) if source is not None else ""
         shape, dtype = plan["arrays"][name]["shape"], np.dtype(plan["arrays"][name]["dtype"])
         row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
         offset = source.header(key).offset if source is not None else 0

@@ -106,6 +106,7 @@ def test_compacted_blocks_hold_the_bytes_convert_writes(layout, tmp_path):
     ds = dmstore.open(url)
     assert ds.attrs["dmstore_status"] == "complete"
     np.testing.assert_array_equal(ds["test_margins"].values, arrays["test_margins"])
+    assert dmstore.verify(url, progress=False) == []  # every compacted band matches its record
 
 
 def test_analyses_mid_experiment_use_exactly_the_written_models(layout, tmp_path, capsys):

@@ -102,7 +102,8 @@ def evaluate(
     target
         ``test`` or ``train``: which datamodels to score (against ``{target}_margins``).
     scheduler
-        ``None`` (a local cluster), a scheduler address or a ``dask.distributed.Client``.
+        ``None`` or ``"local"`` (a local cluster of worker processes), a scheduler address or a
+        ``dask.distributed.Client``.
     plot
         Where to write a PNG (predicted vs true margins of a few targets, histograms of the
         per-target correlations); no plot by default.

@@ -102,7 +102,8 @@ def stats(
         Example indices of the ``target`` split whose difference-of-means influence of every
         training example is estimated (none by default).
     scheduler
-        ``None`` (a local cluster), a scheduler address or a ``dask.distributed.Client``.
+        ``None`` or ``"local"`` (a local cluster of worker processes), a scheduler address or a
+        ``dask.distributed.Client``.
 
     Returns
     -------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``dmstore``; a :class:`DmstoreError` becomes one line on stderr and its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _log_to_stderr()
     try:
         return int(args.func(args) or 0)
     except DmstoreError as exc:
@@ -49,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dmstore: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _log_to_stderr() -> None:
+    """Show dmstore's log messages (the Dask dashboard link) as ``dmstore: ...`` lines on stderr."""
+    logger = logging.getLogger("dmstore")
+    if not any(getattr(h, "dmstore_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("dmstore: %(message)s"))
+        handler.dmstore_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 if __name__ == "__main__":

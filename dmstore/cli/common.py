@@ -42,6 +42,7 @@ def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
     """``--scheduler ADDRESS``: run on an existing Dask cluster."""
     parser.add_argument(
         "--scheduler",
-        metavar="ADDRESS",
-        help="Dask scheduler of an existing cluster (default: a local cluster of worker processes)",
+        metavar="ADDRESS|local",
+        help="Dask scheduler of an existing cluster (its workers must reach the store), or 'local' "
+        "(the default here: a local cluster of worker processes)",
     )

@@ -209,5 +209,9 @@ def grow(store: str, models: int, storage_options: dict | None = None) -> None:
             split.resize((models,))
             split[old:] = np.full(models - old, "fit", dtype=object)
         spec = {**spec, "models": models}
-        attrs = {"dmstore_experiment": spec, "dmstore_status": "experiment", "dmstore_plan": {"rows": [0, models]}}
+        plan = dict((layout.root_attrs(store, storage_options) or {}).get("dmstore_plan", {}))
+        plan["rows"] = [0, models]
+        for array in plan.get("arrays", {}).values():
+            array["shape"][0] = models
+        attrs = {"dmstore_experiment": spec, "dmstore_status": "experiment", "dmstore_plan": plan}
         layout.set_root_attrs(store, storage_options, attrs)

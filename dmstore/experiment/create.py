@@ -100,7 +100,7 @@ def create(
         "dmstore_version": __version__,
         "dmstore_status": "experiment",
         "dmstore_experiment": spec,
-        "dmstore_plan": {"rows": [0, models]},
+        "dmstore_plan": {"rows": [0, models], "arrays": layout.array_fingerprints(plans)},
     }
     layout.create_skeleton(store, plans, coords, attrs, storage_options)
     root = zarr.open_group(as_store(store, storage_options), mode="r+")

@@ -415,7 +415,7 @@ def _run_blocks(
 
     from dmstore.io.cluster import dask_client
 
-    with dask_client(None if scheduler == "local" else scheduler) as client:
+    with dask_client(scheduler) as client:
         futures = {
             client.submit(fit_block, store, target, a, b, args, storage_options, pure=False): b - a for a, b in blocks
         }

@@ -1,4 +1,11 @@
-"""Where Dask work runs: a local cluster of worker processes, or a cluster the user already has."""
+"""Where Dask work runs: a local cluster of worker processes, or a cluster the user already has.
+
+``scheduler`` means the same in every dmstore function and command: ``None`` is the job's default
+on one machine (a local cluster of worker processes for convert, verify, evaluate and stats; this
+process for fit, whose target blocks share the counts it holds in memory), ``"local"`` a local
+cluster of worker processes, an address (``tcp://host:8786``) or a ``Client`` that cluster. The
+dashboard link is logged (logger ``dmstore``; the CLI prints it) when a cluster starts or is joined.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ from contextlib import contextmanager
 from dask.distributed import Client, LocalCluster
 
 from dmstore.errors import DmstoreError
+
+logger = logging.getLogger("dmstore")
 
 
 @contextmanager
@@ -23,18 +32,19 @@ def dask_client(
     Parameters
     ----------
     scheduler
-        ``None`` starts a local cluster of worker processes (one thread each) and closes it
-        afterwards; an address (``tcp://host:8786``) connects to an existing cluster; a
+        ``None`` or ``"local"`` start a local cluster of worker processes (one thread each) and
+        close it afterwards; an address (``tcp://host:8786``) connects to an existing cluster; a
         ``Client`` is used as it is and left open.
     n_workers
         Worker processes of the local cluster (default: one per core).
     memory_limit
-        Per-worker memory limit of the local cluster (Dask's ``memory_limit``).
+        Per-worker memory limit of the local cluster in bytes (Dask's ``memory_limit``: a worker
+        past it is restarted); none by default.
     """
     if isinstance(scheduler, Client):
         yield scheduler
         return
-    if scheduler is not None:
+    if scheduler not in (None, "local"):
         try:
             client = Client(scheduler, timeout="10s")
         except OSError as exc:
@@ -43,6 +53,7 @@ def dask_client(
                 "check the address or leave out --scheduler to run locally"
             ) from exc
         with client:
+            logger.info("joined the Dask cluster at %s (dashboard %s)", scheduler, client.dashboard_link)
             yield client
         return
     cluster = LocalCluster(
@@ -55,4 +66,9 @@ def dask_client(
         silence_logs=logging.ERROR,
     )
     with cluster, Client(cluster) as client:
+        logger.info(
+            "started a local Dask cluster of %d worker processes (dashboard %s)",
+            len(cluster.workers),
+            client.dashboard_link,
+        )
         yield client

@@ -57,6 +57,20 @@ class ArrayLayout(Protocol):
     rows: tuple[int, int]
 
 
+def array_fingerprints(plans: Iterable[ArrayLayout]) -> dict[str, dict]:
+    """What identifies each array's layout (the ``arrays`` of the ``dmstore_plan`` attribute)."""
+    return {
+        p.name: {
+            "shape": list(p.shape),
+            "dtype": str(p.dtype),
+            "chunks": list(p.chunks),
+            "shards": list(p.shards),
+            "codec": codec(p.dtype).to_dict(),
+        }
+        for p in plans
+    }
+
+
 def create_skeleton(
     dest: str, plans: Iterable[ArrayLayout], coords: dict[str, Any], attrs: dict, storage_options: dict | None
 ) -> None:
