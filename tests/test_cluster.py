@@ -111,6 +111,7 @@ def test_a_cluster_whose_workers_cannot_hold_a_band_is_refused(tmp_path):
         Client(small) as client,
         pytest.raises(dmstore.DmstoreError, match="workers have 300 MiB each but a band of this conversion needs"),
     ):
-        dmstore.convert(str(folder), dest, "toy", 50, eval_rows=100, arrays=("masks",), scheduler=client, progress=False)
+        dmstore.convert(str(folder), dest, "toy", 50, eval_rows=100, arrays=("masks",), scheduler=client,
+                        progress=False)
     with pytest.raises(dmstore.DmstoreError, match="unfinished conversion"):
         dmstore.verify(dest, progress=False)
