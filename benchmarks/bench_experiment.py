@@ -8,9 +8,12 @@ train and 10,000 test examples. Compared, in one run, on the same rows and the s
   ``.npy`` memmaps, flush, and touch a ``_completed`` flag file);
 - writers: ``--writers`` processes writing at once (rows per second in all);
 - compact: folding those rows into the sharded arrays, against ``dmstore convert`` of the same
-  rows from ``.npy`` files (uncompressed MB/s of both; convert runs its local Dask cluster).
+  rows from ``.npy`` files (uncompressed MB/s of both; convert runs its local Dask cluster);
+- killed: ``--killed K`` writer processes at once, each killed with SIGKILL at a random moment
+  while it writes, restarted on the models ``dmstore.status`` lists as missing until none are,
+  then compacted: the store must equal the serial one byte for byte (every object).
 
-    python benchmarks/bench_experiment.py [--models 2048] [--writers 2] [--out /tmp/bench-experiment]
+    python benchmarks/bench_experiment.py [--models 2048] [--writers 2] [--killed 8] [--out /tmp/bench-experiment]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def rows(model: int) -> dict[str, np.ndarray]:
     }
 
 
-def write_dmstore(store: str, models: range) -> list[float]:
+def write_dmstore(store: str, models: range | list[int]) -> list[float]:
     import dmstore
 
     times = []
@@ -71,15 +74,51 @@ def write_memmaps(folder: Path, n_models: int) -> list[float]:
     return times
 
 
+def killed_writers(out: Path, n: int, processes: int) -> dict:
+    """Write ``n`` models with ``processes`` jobs killed at random moments until none is missing."""
+    import dmstore
+
+    store = str(out / "killed.zarr")
+    dmstore.create(store, train=TRAIN, test=TEST, models=n)
+    rng, rounds, kills = np.random.default_rng(0), 0, 0
+    start = time.perf_counter()
+    while (missing := dmstore.status(store).missing).size:
+        rounds += 1
+        jobs = [
+            subprocess.Popen([sys.executable, __file__, "--job", store, *map(str, part)], stdout=subprocess.PIPE)
+            for part in np.array_split(rng.permutation(missing), processes)
+            if part.size
+        ]
+        for job in jobs:
+            assert job.stdout is not None and job.stdout.readline() == b"writing\n"
+        for job in rng.permutation(len(jobs)):
+            time.sleep(rng.uniform(0, 0.5))
+            if jobs[job].poll() is None and rng.random() < 0.75:
+                jobs[job].kill()
+                kills += 1
+        for job in jobs:
+            job.wait()
+    dmstore.compact(store, progress=False)
+    seconds = time.perf_counter() - start
+    serial = out / "serial.zarr"
+    files = [p for p in serial.rglob("*") if p.is_file() and "_dmstore/locks" not in p.as_posix()]
+    theirs = [p for p in Path(store).rglob("*") if p.is_file() and "_dmstore/locks" not in p.as_posix()]
+    same = len(files) == len(theirs) and all((Path(store) / p.relative_to(serial)).read_bytes() == p.read_bytes()
+                                             for p in files)
+    return {"processes": processes, "rounds": rounds, "kills": kills, "seconds": seconds, "equals_serial": same}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=2048)
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--out", default="/tmp/bench-experiment")
-    parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)  # STORE START STOP: one writer process
+    parser.add_argument("--killed", type=int, default=8)
+    parser.add_argument("--job", nargs="+", help=argparse.SUPPRESS)  # STORE MODEL...: one writer process
     args = parser.parse_args()
     if args.job:
-        write_dmstore(args.job[0], range(int(args.job[1]), int(args.job[2])))
+        print("writing", flush=True)
+        write_dmstore(args.job[0], [int(m) for m in args.job[1:]])
         return
     import dmstore
 
@@ -126,6 +165,7 @@ def main() -> None:
         if p.is_file() and "/c/" in p.as_posix()
     )
     results["compacted_equals_converted"] = same
+    results["killed"] = killed_writers(out, n, args.killed)
     print(json.dumps(results, indent=1))
     (out / "results.json").write_text(json.dumps(results, indent=1))
 

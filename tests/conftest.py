@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -13,9 +14,21 @@ from moto.server import ThreadedMotoServer
 BUCKET = "madrylab-datamodels"
 
 
+#: stderr lines that are logs, not errors: the Dask dashboard link, moto's request log.
+LOG_LINES = ("dmstore: started a local Dask cluster", "dmstore: joined the Dask cluster", "127.0.0.1 - - [")
+
+
+def error_lines(err: str) -> list[str]:
+    """The lines of ``err`` that are not logs (a failed command must print exactly one)."""
+    return [line for line in err.strip().splitlines() if not line.startswith(LOG_LINES)]
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server on 127.0.0.1; the AWS environment points at it (Dask workers inherit it)."""
+    # werkzeug would log each request through a handler bound to the stderr of the test that
+    # made the first request, which pytest closes afterwards: keep its request log quiet
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

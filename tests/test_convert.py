@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import BUCKET, upload, write_layout
+from conftest import BUCKET, error_lines, upload, write_layout
 from dmstore.conversion.convert import convert
 from dmstore.conversion.verify import verify
 
@@ -221,10 +221,10 @@ def test_datamodels_round_trip_through_pt(layout, tmp_path):
 
 def cli_error(capsys, argv) -> str:
     code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("dmstore: error: ") and "\n" not in err and "Traceback" not in err
-    return err
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("dmstore: error: ") and "Traceback" not in lines[0]
+    return lines[0]
 
 
 def convert_args(root, dest, *extra):
@@ -350,8 +350,8 @@ def test_full_disk_stops_clearly_and_resumes(layout, small_disk, capsys):
     root, arrays = layout
     dest = small_disk / "d.zarr"
     assert main(convert_args(root, dest)) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("dmstore: error: ") and "is full" in err and "\n" not in err
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith("dmstore: error: ") and "is full" in err[0]
     assert dmstore_status(dest) == "converting"  # not trusted as done
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     assert main(convert_args(root, dest)) == 0

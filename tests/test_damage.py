@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import error_lines
 
 import dmstore
 from dmstore.cli import main
@@ -61,7 +62,7 @@ def test_each_analysis_refuses_damaged_data_in_one_line(converted, tmp_path, cap
     out = tmp_path / "stats.zarr"
     argv = [args[0], str(store), *[a.replace("{out}", str(out)) for a in args[1:]], "--no-progress"]
     code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert code != 0
     assert len(err) == 1 and err[0].startswith("dmstore: error: ")
     assert f"{array} is damaged for models" in err[0] and "dmstore verify" in err[0]
@@ -102,6 +103,6 @@ def test_a_store_on_s3_with_a_lost_shard_is_refused_too(converted, tmp_path, s3_
             s3_client.upload_file(str(path), "stores", f"damaged.zarr/{path.relative_to(store).as_posix()}")
     code = main(["evaluate", "s3://stores/damaged.zarr", "--no-plot", "--no-write", "--no-progress"])
     # the in-process moto server logs its requests to stderr too (when first started by this test)
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("127.0.0.1 - - [")]
+    err = error_lines(capsys.readouterr().err)
     assert code == 1 and len(err) == 1
     assert "test_margins is damaged for models" in err[0] and "dmstore verify" in err[0]

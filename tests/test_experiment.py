@@ -141,6 +141,10 @@ def test_analyses_mid_experiment_use_exactly_the_written_models(layout, tmp_path
     fitted = dmstore.fit(url, targets=slice(0, 3), lambdas=4, progress=False)
     fit_rows = written[written < 4000]
     assert fitted.attrs["n_fit"] + fitted.attrs["n_val"] == fit_rows.size
+    assert fitted.attrs["models_written"] == written.size
+    scored = dmstore.evaluate(url, write=False, progress=False)
+    assert scored.attrs["n_eval_models"] == (written >= 4000).sum()
+    np.testing.assert_array_equal(scored["model"].values, written[written >= 4000])
 
 
 BAD_WRITES = [
@@ -312,7 +316,7 @@ grow_pass(Moments(url, "fit"), BandReader(url, "test"), np.arange(n), PassPlan(2
 
 def test_adding_rows_killed_at_random_moments_gives_exact_counts(tmp_path):
     from dmstore.fitting.moments import Moments
-    from dmstore.fitting.passes import PassPlan, gram_pass, target_pass
+    from dmstore.fitting.passes import PassPlan, gram_pass, grow_pass, target_pass
     from dmstore.fitting.reads import BandReader
 
     url = str(tmp_path / "run.zarr")
@@ -325,7 +329,7 @@ def test_adding_rows_killed_at_random_moments_gives_exact_counts(tmp_path):
     gram_pass(moments, reader, np.arange(500), plan, lambda rows: None)
     target_pass(moments, reader, np.arange(500), "test", 8, [0], plan, lambda rows: None)
     rng, kills = np.random.default_rng(3), 0
-    for _ in range(30):
+    for _ in range(6):  # killed at random moments, each run resuming where the last stopped
         job = subprocess.Popen([sys.executable, "-c", GROW, url, "700"], stdout=subprocess.PIPE)
         assert job.stdout is not None and job.stdout.readline() == b"start\n"
         time.sleep(rng.uniform(0.2, 1.5))
@@ -334,6 +338,7 @@ def test_adding_rows_killed_at_random_moments_gives_exact_counts(tmp_path):
             kills += 1
         if job.wait() == 0:
             break
+    grow_pass(Moments(url, "fit"), reader, np.arange(700), plan, lambda rows: None)  # the rest, if any
     assert kills >= 1 and Moments(url, "fit").positions().tolist() == list(range(700))
     rows = [row(m, dmstore.writer(url).spec) for m in range(700)]
     x = np.stack([r["train_masks"] for r in rows]).astype(np.float64)

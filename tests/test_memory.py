@@ -1,63 +1,47 @@
-"""--max-memory bounds the peak resident memory of the whole conversion (driver and workers)."""
+"""--max-memory bounds the peak resident memory of the whole conversion (driver and workers), and
+each local worker stays within its share of it, in a conversion and in a repair."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
+import xarray as xr
 from conftest import write_layout
+from dmstore.conversion.plan import DRIVER_BYTES, plan_array, workers_for
+
+BUDGET = 1_000_000_000
 
 
-def tree_rss(pid: int) -> int:
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def test_peak_memory_within_budget(tmp_path):
-    root = tmp_path / "source"
-    # 40,000 models x 6,000 train examples: 240 MB masks + 480 MB margins + 160 MB test margins
-    arrays = write_layout(root, models=40_000, n_train=6000, n_test=2000, seed=5)
-    source_bytes = sum(a.nbytes for a in arrays.values())
-    del arrays
-    budget = 1_000_000_000
-    argv = [
-        sys.executable,
-        "-m",
-        "dmstore",
-        "convert",
-        str(root),
-        str(tmp_path / "s.zarr"),
-        "--dataset",
-        "toy",
-        "--pct",
-        "50",
-        "--eval-rows",
-        "4000",
-        "--no-progress",
-        "--max-memory",
-        str(budget),
-    ]
+def run_measured(argv: list[str]) -> tuple[int, dict[int, int], str]:
+    """Run ``argv``; return the peak RSS of its whole process tree and of each child process."""
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = 0
+    peak, children = 0, {}
 
     def sample() -> None:
         nonlocal peak
         while process.poll() is None:
-            peak = max(peak, tree_rss(process.pid))
+            try:
+                root = psutil.Process(process.pid)
+                kids = root.children(recursive=True)
+            except psutil.NoSuchProcess:
+                break
+            total = 0
+            for p in [root, *kids]:
+                try:
+                    rss = p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+                total += rss
+                if p is not root and "resource_tracker" not in " ".join(p.cmdline()):
+                    children[p.pid] = max(children.get(p.pid, 0), rss)
+            peak = max(peak, total)
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -65,13 +49,37 @@ def test_peak_memory_within_budget(tmp_path):
     output = process.communicate(timeout=600)[0].decode()
     sampler.join()
     assert process.returncode == 0, output
-    assert source_bytes > 0.85 * budget  # the input is about as large as the budget...
-    assert 0 < peak <= budget, (
-        f"peak {peak / 1e6:.0f} MB over the {budget / 1e6:.0f} MB budget"
-    )  # ...the peak stays within it
-    ds_values = np.load(root / "toy/data/test_margins_50pct.npy", mmap_mode="r")
-    import xarray as xr
+    return peak, children, output
 
+
+def test_peak_memory_within_budget_and_each_worker_within_its_share(tmp_path):
+    root = tmp_path / "source"
+    # 40,000 models x 6,000 train examples: 240 MB masks + 480 MB margins + 160 MB test margins
+    arrays = write_layout(root, models=40_000, n_train=6000, n_test=2000, seed=5)
+    source_bytes = sum(a.nbytes for a in arrays.values())
+    del arrays
+    store = tmp_path / "s.zarr"
+    argv = [sys.executable, "-m", "dmstore", "convert", str(root), str(store), "--dataset", "toy", "--pct", "50",
+            "--eval-rows", "4000", "--no-progress", "--max-memory", str(BUDGET)]
+    largest = plan_array("train_margins", (40_000, 6000), np.dtype(np.float16)).band_bytes
+    workers = workers_for(BUDGET, largest, len(os.sched_getaffinity(0)))
+    share = (BUDGET - DRIVER_BYTES) // workers
+
+    peak, children, _ = run_measured(argv)
+    assert source_bytes > 0.85 * BUDGET  # the input is about as large as the budget...
+    assert 0 < peak <= BUDGET, f"peak {peak / 1e6:.0f} MB over the {BUDGET / 1e6:.0f} MB budget"  # ...the peak is not
+    assert len(children) >= workers and max(children.values()) <= share, (children, share)
     np.testing.assert_array_equal(
-        xr.open_zarr(tmp_path / "s.zarr", zarr_format=3).test_margins[-5:].values, ds_values[-5:]
+        xr.open_zarr(store, zarr_format=3).test_margins[-5:].values,
+        np.load(root / "toy/data/test_margins_50pct.npy", mmap_mode="r")[-5:],
+    )
+
+    shard = sorted(Path(store, "train_margins", "c").iterdir(), key=lambda p: int(p.name))[3] / "0"
+    shard.unlink()  # a lost shard: the same command checks the store and repairs it, within the budget
+    peak, children, output = run_measured(argv)
+    assert shard.exists() and 0 < peak <= BUDGET
+    assert len(children) >= workers and max(children.values()) <= share, (children, share)
+    np.testing.assert_array_equal(
+        xr.open_zarr(store, zarr_format=3).train_margins[3 * 2048 : 3 * 2048 + 3].values,
+        np.load(root / "toy/data/train_margins_50pct.npy", mmap_mode="r")[3 * 2048 : 3 * 2048 + 3],
     )

@@ -53,13 +53,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Stderr(logging.StreamHandler):
+    """A log handler writing to whatever ``sys.stderr`` is when a message comes (not the stream
+    of the moment the handler was made: tests and notebooks replace it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _log_to_stderr() -> None:
     """Show dmstore's log messages (the Dask dashboard link) as ``dmstore: ...`` lines on stderr."""
     logger = logging.getLogger("dmstore")
-    if not any(getattr(h, "dmstore_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("dmstore: %(message)s"))
-        handler.dmstore_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False

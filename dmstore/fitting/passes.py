@@ -126,6 +126,8 @@ def grow_pass(
     recorded, so that a resumed pass tells a tile already updated (its sum moved by exactly the
     added counts) from one still to update; the part is recorded last, with the new rows.
     """
+    if added_rows(moments, positions) is None:  # nothing to add (or not statistics that can grow)
+        return
     group: Any = moments.group("a")
     assert group is not None
     if not group.attrs.get("adding"):
