@@ -140,7 +140,7 @@ def main() -> None:
     bounds = np.linspace(0, n, args.writers + 1).astype(int)
     start = time.perf_counter()
     jobs = [
-        subprocess.Popen([sys.executable, __file__, "--job", parallel, str(a), str(b)])
+        subprocess.Popen([sys.executable, __file__, "--job", parallel, *map(str, range(a, b))])
         for a, b in zip(bounds[:-1], bounds[1:])
     ]
     for job in jobs:
