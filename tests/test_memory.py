@@ -36,10 +36,11 @@ def run_measured(argv: list[str]) -> tuple[int, dict[int, int], str]:
             for p in [root, *kids]:
                 try:
                     rss = p.memory_info().rss
-                except psutil.NoSuchProcess:
+                    tracker = "resource_tracker" in " ".join(p.cmdline())
+                except psutil.Error:  # gone, or a zombie, between the listing and the reading
                     continue
                 total += rss
-                if p is not root and "resource_tracker" not in " ".join(p.cmdline()):
+                if p is not root and not tracker:
                     children[p.pid] = max(children.get(p.pid, 0), rss)
             peak = max(peak, total)
             time.sleep(0.02)
