@@ -16,11 +16,12 @@ import zarr
 from tqdm.auto import tqdm
 
 from dmstore.errors import DmstoreError
-from dmstore.experiment.writer import experiment_spec
+from dmstore.experiment.writer import experiment_attrs, experiment_spec, matches_stored, stored_arrays
 from dmstore.io import store as layout
 from dmstore.io.dataset import as_store, known_warnings
 from dmstore.io.lock import store_lock
-from dmstore.io.segments import Segments, Snapshot
+from dmstore.io.reads import CheckedArray
+from dmstore.io.segments import Segments, Snapshot, model_variables
 from dmstore.io.shard import blosc, shard_pieces
 
 
@@ -63,19 +64,14 @@ def ranges(models: np.ndarray, limit: int | None = None) -> str:
     return text + ",..." if limit is not None and len(runs) > limit else text
 
 
-def _names(spec: dict) -> list[str]:
-    return [*spec["arrays"], *spec["extras"]]
-
-
 def status(store: str, storage_options: dict | None = None) -> ExperimentStatus:
     """Which model slots of the experiment store ``store`` are written (one listing)."""
     spec = experiment_spec(store, storage_options)
     snapshot = Segments(store, storage_options).snapshot()
     models = int(spec["models"])
-    folded = np.ones(models, dtype=bool)
-    for name in _names(spec):
-        folded &= snapshot.compacted(name, models)
-    return ExperimentStatus(models, snapshot.done(_names(spec), models), int(folded.sum()), len(snapshot.paths))
+    folded = snapshot.folded(model_variables(spec), models)
+    done = snapshot.done(model_variables(spec), models)
+    return ExperimentStatus(models, done, int(folded.sum()), len(snapshot.paths))
 
 
 @dataclass
@@ -93,26 +89,29 @@ def compact(store: str, storage_options: dict | None = None, progress: bool = Tr
 
     Memory: the segments of one row-block of the widest shard (2,048 models at most) at a time.
     """
-    spec = experiment_spec(store, storage_options)
+    attrs = experiment_attrs(store, storage_options)
+    spec = attrs["dmstore_experiment"]
     with store_lock(store, "compact", "dmstore compact", storage_options):
         with known_warnings():
             root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
-            arrays = {name: root[name] for name in _names(spec)}
+            arrays = {name: root[name] for name in model_variables(spec)}
         segments = Segments(store, storage_options)
         snapshot = segments.snapshot()
         models = int(spec["models"])
-        done = snapshot.done(_names(spec), models)
+        done = snapshot.done(model_variables(spec), models)
+        stored = stored_arrays(store, storage_options, attrs, snapshot)  # rows folded before, checked
         step = max((a.shards or a.chunks)[0] for a in arrays.values())
         report = Compaction()
         for start in tqdm(range(0, models, step), desc="compact", unit="block", disable=not progress):
-            _fold(store, storage_options, arrays, snapshot, done, slice(start, min(start + step, models)), report)
+            rows = slice(start, min(start + step, models))
+            _fold(store, storage_options, arrays, stored, snapshot, done, rows, report)
         snapshot = segments.snapshot()
-        _clean(segments, snapshot, arrays, models, report)
+        _clean(segments, snapshot, stored_arrays(store, storage_options, attrs, snapshot), models, report)
         segments.delete(segments.abandoned())
-        if snapshot.done(_names(spec), models).all() and not segments.listing():
+        if snapshot.done(model_variables(spec), models).all() and not segments.listing():
             bands = {
                 name: sorted([a, b, crc] for (n, a, b), crc in snapshot.records.items() if n == name)
-                for name in _names(spec)
+                for name in model_variables(spec)
             }
             layout.set_root_attrs(store, storage_options, {"dmstore_status": "complete", "dmstore_bands": bands})
     return report
@@ -122,16 +121,19 @@ def _fold(
     store: str,
     options: dict | None,
     arrays: dict[str, zarr.Array],
+    stored: dict[str, CheckedArray],
     snapshot: Snapshot,
     done: np.ndarray,
     rows: slice,
     report: Compaction,
 ) -> None:
-    """Write the complete, not yet compacted row-blocks of every array inside ``rows``."""
+    """Write the complete, not yet compacted row-blocks of every array inside ``rows``
+    (``stored``: the same arrays read through the checked path)."""
     todo = []
     for name, array in arrays.items():
         height = (array.shards or array.chunks)[0]
-        compacted = snapshot.compacted(name, array.shape[0])
+        compacted = stored[name].compacted
+        assert compacted is not None
         for start in range(rows.start, rows.stop, height):
             stop = min(start + height, rows.stop)
             if done[start:stop].all() and not compacted[start:stop].all():
@@ -142,9 +144,11 @@ def _fold(
     for name, start, stop in todo:
         array = arrays[name]
         band = snapshot.rows(name, np.arange(start, stop), array.shape[1:], array.dtype, segments)
-        kept = np.flatnonzero(snapshot.compacted(name, array.shape[0])[start:stop])
+        compacted = stored[name].compacted
+        assert compacted is not None
+        kept = np.flatnonzero(compacted[start:stop])
         if kept.size:  # rows folded before the store grew: from the array itself
-            band[kept] = array.get_orthogonal_selection((kept + start,))
+            band[kept] = stored[name].read(kept + start)
         band = np.ascontiguousarray(band)
         if array.ndim == 1:
             array[start:stop] = band
@@ -160,14 +164,12 @@ def _fold(
 
 
 def _clean(
-    segments: Segments, snapshot: Snapshot, arrays: dict[str, zarr.Array], models: int, report: Compaction
+    segments: Segments, snapshot: Snapshot, stored: dict[str, CheckedArray], models: int, report: Compaction
 ) -> None:
     """Delete the segments of models folded into every array; a segment written after its
     model was folded (by a writer that started before) is deleted where it holds the same
     values, else kept and reported."""
-    folded = np.ones(models, dtype=bool)
-    for name in arrays:
-        folded &= snapshot.compacted(name, models)
+    folded = snapshot.folded(list(stored), models)
     done = [p for m, p in snapshot.paths.items() if m < models and folded[m] and m in report.folded]
     segments.delete(done)
     report.deleted += len(done)
@@ -176,8 +178,7 @@ def _clean(
         batch = dict(list(stale.items())[start : start + 4096])
         delete = []
         for model, segment in segments.read(batch).items():
-            values = {**segment.rows, **segment.extras}
-            if all(np.array_equal(arrays[n][model], v) for n, v in values.items()):
+            if matches_stored(stored, model, {**segment.rows, **segment.extras}):
                 delete.append(batch[model])
             else:
                 report.conflicts.append(model)
@@ -200,7 +201,7 @@ def grow(store: str, models: int, storage_options: dict | None = None) -> None:
     with store_lock(store, "compact", "dmstore grow", storage_options):
         with known_warnings():
             root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
-            for name in _names(spec):
+            for name in model_variables(spec):
                 array = root[name]
                 array.resize((models, *array.shape[1:]))
             root["model"].resize((models,))

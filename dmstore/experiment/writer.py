@@ -16,21 +16,39 @@ import zarr
 
 from dmstore.errors import DmstoreError
 from dmstore.io import store as layout
-from dmstore.io.dataset import as_store
-from dmstore.io.segments import SegmentConflict, Segments, encode
+from dmstore.io.dataset import as_store, known_warnings
+from dmstore.io.reads import CheckedArray, checked_arrays
+from dmstore.io.segments import SegmentConflict, Segments, Snapshot, encode, model_variables
 from dmstore.io.store import read_records
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def experiment_spec(store: str, storage_options: dict | None = None) -> dict:
-    """The spec of the experiment store at ``store`` (root attribute ``dmstore_experiment``)."""
+def experiment_attrs(store: str, storage_options: dict | None = None) -> dict:
+    """The root attributes of the experiment store at ``store`` (its spec: ``dmstore_experiment``)."""
     attrs = layout.root_attrs(store, storage_options)
     if attrs is None:
         raise DmstoreError(f"no dmstore store at {store}: create one with `dmstore create`")
     if "dmstore_experiment" not in attrs:
         raise DmstoreError(f"{store} is a converted store, not an experiment store: create one with `dmstore create`")
-    return attrs["dmstore_experiment"]
+    return attrs
+
+
+def experiment_spec(store: str, storage_options: dict | None = None) -> dict:
+    """The spec of the experiment store at ``store`` (root attribute ``dmstore_experiment``)."""
+    return experiment_attrs(store, storage_options)["dmstore_experiment"]
+
+
+def stored_arrays(store: str, storage_options: dict | None, attrs: dict, snapshot: Snapshot) -> dict[str, CheckedArray]:
+    """The per-model arrays of the experiment store, read through the checked path."""
+    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", use_consolidated=False)
+    with known_warnings():
+        return checked_arrays(root, attrs, None, snapshot)
+
+
+def matches_stored(arrays: dict[str, CheckedArray], model: int, values: dict[str, Any]) -> bool:
+    """Whether the compacted row of ``model`` holds exactly ``values`` (rows and extras by name)."""
+    return all(np.array_equal(arrays[name].read(np.array([model]))[0], value) for name, value in values.items())
 
 
 class Writer:
@@ -38,10 +56,13 @@ class Writer:
 
     def __init__(self, store: str, storage_options: dict | None = None) -> None:
         self.store, self.storage_options = store, storage_options
-        self.spec = experiment_spec(store, storage_options)
+        self.attrs = experiment_attrs(store, storage_options)
+        self.spec = self.attrs["dmstore_experiment"]
         self.models = int(self.spec["models"])
         self.segments = Segments(store, storage_options)
-        self._records = read_records(store, storage_options)
+        # the row-blocks compacted when this writer started (no segment listing: writers start often)
+        self._snapshot = Snapshot(self.segments, {}, read_records(store, storage_options))
+        self._folded = self._snapshot.folded(model_variables(self.spec), self.models)
 
     def __enter__(self) -> Writer:
         return self
@@ -61,7 +82,7 @@ class Writer:
             model already written with other values; nothing is written then.
         """
         model = self._check_model(model)
-        expected = set(self.spec["arrays"]) | set(self.spec["extras"])
+        expected = set(model_variables(self.spec))
         unknown, missing = set(values) - expected, expected - set(values)
         if unknown or missing:
             what = "; ".join(
@@ -77,8 +98,8 @@ class Writer:
             )
         rows = {name: self._row(model, name, values[name]) for name in self.spec["arrays"]}
         extras = {name: self._extra(model, name, values[name]) for name in self.spec["extras"]}
-        if self._compacted(model):
-            return self._same_as_stored(model, rows, extras)
+        if self._folded[model]:
+            return self._same_as_stored(model, {**rows, **extras})
         return self.segments.put(model, encode(model, rows, extras))
 
     def _check_model(self, model: Any) -> int:
@@ -124,17 +145,10 @@ class Writer:
             raise DmstoreError(f"extra {name} of model {model} ({value!r}) does not fit {dtype} (nothing was written)")
         return cast.item()
 
-    def _compacted(self, model: int) -> bool:
-        """Whether ``model``'s row-blocks were already compacted (when this writer started)."""
-        names = [*self.spec["arrays"], *self.spec["extras"]]
-        covered = {name for name, start, stop in self._records if start <= model < stop}
-        return covered.issuperset(names)
-
-    def _same_as_stored(self, model: int, rows: dict[str, np.ndarray], extras: dict) -> bool:
-        root = zarr.open_group(as_store(self.store, self.storage_options, read_only=True), mode="r")
-        same = all(np.array_equal(root[name][model], row) for name, row in rows.items())
-        same &= all(root[name][model] == np.asarray(value) for name, value in extras.items())
-        if not same:
+    def _same_as_stored(self, model: int, values: dict[str, Any]) -> bool:
+        """False where the compacted row of ``model`` holds ``values``; else a conflict."""
+        arrays = stored_arrays(self.store, self.storage_options, self.attrs, self._snapshot)
+        if not matches_stored(arrays, model, values):
             raise SegmentConflict(
                 f"model {model} is already written with other values: a model row is written once; nothing was changed"
             )

@@ -98,7 +98,7 @@ def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dat
     import dask.array as da
 
     from dmstore.io.reads import checked_arrays
-    from dmstore.io.segments import experiment_snapshot
+    from dmstore.io.segments import experiment_snapshot, model_variables
 
     root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
     labels = ds["model"].values if "model" in ds.coords else None
@@ -112,8 +112,7 @@ def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dat
         data = da.from_array(checked, chunks=variable.chunks, asarray=False, name=f"dmstore-{name}-{id(checked)}")
         ds[name] = variable.copy(data=data)
     if snapshot is not None:  # an experiment store: only the written models count
-        spec = ds.attrs["dmstore_experiment"]
-        done = snapshot.done([*spec["arrays"], *spec["extras"]], ds.sizes["model"])
+        done = snapshot.done(model_variables(ds.attrs["dmstore_experiment"]), ds.sizes["model"])
         split = np.where(done, ds["split"].values, "missing").astype(object)
         ds = ds.assign_coords(split=("model", split), done=("model", done))
     return ds

@@ -134,7 +134,7 @@ class CheckedArray:
 
     def read(self, rows: Rows, columns: slice | None = None) -> np.ndarray:
         """``array[rows, columns]`` for a slice or sorted positions of rows."""
-        rest = (columns if columns is not None else slice(None),)
+        rest = () if columns is None else (columns,)  # 1-D arrays (extras) have no columns
         if isinstance(rows, slice):
             return self[(rows, *rest)]
         return self._rows(np.asarray(rows), rest)
@@ -143,7 +143,7 @@ class CheckedArray:
         key = key if isinstance(key, tuple) else (key,)
         rows = slice(*key[0].indices(self.shape[0])) if isinstance(key[0], slice) else slice(0, self.shape[0])
         if self.compacted is not None and isinstance(key[0], slice):
-            return self._rows(np.arange(*key[0].indices(self.shape[0])), key[1:])
+            return self._rows(np.arange(rows.start, rows.stop, rows.step), key[1:])
         self._refuse_lost(rows.start, rows.stop)
         with self._decode_errors(rows):
             return self.array[key]

@@ -77,6 +77,11 @@ class SegmentConflict(DmstoreError):
     """A model written twice with different rows."""
 
 
+def model_variables(spec: dict) -> list[str]:
+    """The per-model variables of an experiment store's spec: its arrays, then its extras."""
+    return [*spec["arrays"], *spec["extras"]]
+
+
 def experiment_snapshot(store: Any, storage_options: dict | None, attrs: dict) -> Snapshot | None:
     """A :class:`Snapshot` of an experiment store (root attributes ``attrs``); None for others."""
     if attrs.get("dmstore_status") != "experiment":
@@ -185,11 +190,16 @@ class Snapshot:
                 out[start:stop] = True
         return out
 
+    def folded(self, names: list[str], n_models: int) -> np.ndarray:
+        """``[n_models]`` bool: models compacted into every array of ``names``."""
+        folded = np.ones(n_models, dtype=bool)
+        for name in names:
+            folded &= self.compacted(name, n_models)
+        return folded
+
     def done(self, names: list[str], n_models: int) -> np.ndarray:
         """``[n_models]`` bool: models whose rows are written (a segment, or compacted in every array)."""
-        done = np.ones(n_models, dtype=bool)
-        for name in names:
-            done &= self.compacted(name, n_models)
+        done = self.folded(names, n_models)
         written = np.fromiter((m for m in self.paths if m < n_models), dtype=np.int64)
         done[written] = True
         return done
