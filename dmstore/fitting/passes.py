@@ -122,9 +122,10 @@ def grow_pass(
     """Add to complete statistics the rows of ``positions`` they lack, reading only those rows.
 
     Crash-safe and resumable: the added rows' other statistics are written first, as a part; then
-    each tile of counts gets their counts in place, after the tile sums of its panel were
-    recorded, so that a resumed pass tells a tile already updated (its sum moved by exactly the
-    added counts) from one still to update; the part is recorded last, with the new rows.
+    each tile of counts gets their counts in place, its sum recorded before it is first written,
+    so that a resumed pass tells a tile already updated (its sum moved by exactly the added
+    counts) from one still to update; each tile is read once. The part is recorded last, with
+    the new rows.
     """
     if added_rows(moments, positions) is None:  # nothing to add (or not statistics that can grow)
         return
@@ -162,14 +163,15 @@ def grow_pass(
         for masks in bands():
             panel_product(panel, masks, start, stop)
             progress(masks.shape[0])
-        if str(i) not in state["sums"]:  # before any tile of the panel changes
-            before = [float(tile_file.read_tile(i, j).sum(dtype=np.float64)) for j in range(i, tile_file.n_tiles)]
-            state["sums"] = {**state["sums"], str(i): before}
-            group.attrs["adding"] = state
-        for j, before in zip(range(i, tile_file.n_tiles), state["sums"][str(i)]):
+        for j in range(i, tile_file.n_tiles):
             delta = panel[:, (j - i) * tile : (j - i + 1) * tile]
             current = tile_file.read_tile(i, j)
             now, change = float(current.sum(dtype=np.float64)), float(delta.sum(dtype=np.float64))
+            key = f"{i},{j}"
+            if key not in state["sums"]:  # recorded before the tile is first written
+                state["sums"] = {**state["sums"], key: now}
+                group.attrs["adding"] = state
+            before = state["sums"][key]
             if now == before:
                 current += delta
             elif now != before + change:
