@@ -399,8 +399,10 @@ def convert_runs(folder: Path, work: Path, repeat: int, max_memory: str, keep: P
 
 
 def constants(work: Path, big: dict, workers: int) -> dict:
-    """DRIVER_BYTES, WORKER_BYTES and BAND_MEMORY_FACTOR as measured, next to dmstore.conversion.plan's."""
+    """DRIVER_BYTES, WORKER_BYTES and BAND_MEMORY_FACTOR as measured, next to dmstore's."""
     from dmstore.conversion import plan
+
+    from dmstore.io import budget
 
     job = work / "baseline.json"
     job.write_text(json.dumps({"workers": workers}))
@@ -419,8 +421,8 @@ def constants(work: Path, big: dict, workers: int) -> dict:
         "band_memory_factor": (worker_peak - worker_base) / band_bytes,
         "workers": sum(p["role"] == "worker" for p in procs),
         "plan": {
-            "DRIVER_BYTES": plan.DRIVER_BYTES,
-            "WORKER_BYTES": plan.WORKER_BYTES,
+            "DRIVER_BYTES": budget.DRIVER_BYTES,
+            "WORKER_BYTES": budget.WORKER_BYTES,
             "BAND_MEMORY_FACTOR": plan.BAND_MEMORY_FACTOR,
         },
     }
@@ -546,14 +548,15 @@ def plot(results: dict, max_memory: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from dmstore.conversion.plan import parse_size
+
+    from dmstore.io.budget import parse_budget
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for _label, run in results["runs"].items():
         for method, style in (("dmstore", "-"), ("naive", ":")):
             t, rss = zip(*run["timelines"][method])
             ax.plot(t, np.array(rss) / 1e9, style, label=f"{method}, {run['source_bytes'] / 1e9:.1f} GB source")
-    ax.axhline(parse_size(max_memory) / 1e9, color="k", lw=0.8, ls="--", label=f"--max-memory {max_memory}")
+    ax.axhline(parse_budget(max_memory) / 1e9, color="k", lw=0.8, ls="--", label=f"--max-memory {max_memory}")
     ax.set(xlabel="seconds", ylabel="RSS of the process tree (GB)", title="Peak memory of a conversion")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -241,7 +241,7 @@ def measure(argv: list[str]) -> dict:
 def scores(path: str, result: str, n_targets: int) -> dict:
     """Mean Pearson and Spearman over targets of predicted vs true margins on the evaluation models."""
     import dmstore
-    from dmstore.analysis.evaluate import target_scores
+    from dmstore.analysis.lds import target_scores
 
     ds = dmstore.open(path)
     rows = np.flatnonzero(ds["split"].values == "eval")

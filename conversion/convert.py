@@ -9,21 +9,15 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import fsspec
 import numpy as np
-from dask.distributed import Client, as_completed
+from dask.distributed import as_completed
 from dmstore.conversion.plan import (
     BAND_MEMORY_FACTOR,
-    DRIVER_BYTES,
-    WORKER_BYTES,
     ArrayPlan,
     parse_rows,
-    parse_size,
     plan_array,
     workers_for,
 )
@@ -32,7 +26,8 @@ from tqdm.auto import tqdm
 
 from dmstore.errors import DmstoreError
 from dmstore.io import catalog, store
-from dmstore.io.cluster import dask_client, logger
+from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, parse_budget
+from dmstore.io.cluster import budget_client, dask_client
 from dmstore.io.lock import store_lock
 from dmstore.io.npy import NpyHeader, check_layout
 from dmstore.io.shard import blosc, shard_pieces
@@ -158,7 +153,7 @@ def plan_conversion(
             raise DmstoreError(
                 f"no datamodels .pt files for {dataset} {pct}% at {source.describe(f'{dataset}/datamodels/')}"
             )
-    budget = parse_size(max_memory) if isinstance(max_memory, str) else int(max_memory)
+    budget = parse_budget(max_memory)
     largest = max((p.band_bytes for p in plans), default=0)
     n_workers = workers_for(budget, largest, cores or os.cpu_count() or 1) if plans else 1
     return ConversionPlan(
@@ -216,7 +211,10 @@ def convert(
         with store_lock(dest, "convert", f"dmstore convert {dataset} {pct}%", dest_storage_options):
             if attrs is None:
                 _create(plan, dest_storage_options)
-            with _workers(plan, scheduler) as client:  # verify, repair and bands within one budget
+            largest = max((p.band_bytes for p in plan.arrays), default=0)
+            with budget_client(  # verify, repair and bands within one budget
+                scheduler, plan.max_memory, driver=DRIVER_BYTES, worker=WORKER_BYTES + BAND_MEMORY_FACTOR * largest
+            ) as client:
                 if attrs is not None and attrs.get("dmstore_status") == "complete":
                     _forget_damaged(plan, client, dest_storage_options, progress)
                 done = store.read_records(dest, dest_storage_options)
@@ -253,26 +251,6 @@ def convert_band(
     return plan.name, start, stop
 
 
-@contextmanager
-def _workers(plan: ConversionPlan, scheduler: Any) -> Iterator[Client]:
-    """The Dask client of a conversion: local workers limited to their share of the budget, or
-    an existing cluster whose workers can each hold a band."""
-    largest = max((p.band_bytes for p in plan.arrays), default=0)
-    share = (plan.max_memory - DRIVER_BYTES) // max(1, plan.n_workers)
-    with dask_client(scheduler, n_workers=plan.n_workers, memory_limit=share) as client:
-        if scheduler not in (None, "local"):
-            need = WORKER_BYTES + BAND_MEMORY_FACTOR * largest
-            limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
-            small = [limit for limit in limits if 0 < limit < need]
-            if small:
-                raise DmstoreError(
-                    f"the cluster's workers have {min(small) / 2**20:.0f} MiB each but a band of this conversion "
-                    f"needs {need / 2**20:.0f} MiB: start them with a larger --memory-limit"
-                )
-            logger.info("on this cluster --max-memory does not apply: each worker holds one band at a time")
-        yield client
-
-
 def _run_bands(plan: ConversionPlan, pending: list, scheduler, dest_options: dict | None, progress: bool) -> None:
     total = sum((b - a) * p.row_bytes for p, (a, b) in pending)
     with (
@@ -298,7 +276,7 @@ def _run_bands(plan: ConversionPlan, pending: list, scheduler, dest_options: dic
             )
             futures[future] = (stop - start) * p.row_bytes
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 future.result()
                 bar.update(futures[future])
         except BaseException:

@@ -15,6 +15,7 @@ from math import prod
 import numpy as np
 
 from dmstore.errors import DmstoreError
+from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, local_workers
 
 # Rows of an inner chunk and of a shard, at most: one band of models.
 MAX_BAND_ROWS = 2048
@@ -29,11 +30,6 @@ CHUNK_BYTES = 2**20
 # chunks, written as they are made (benchmarks/bench_convert.py: 1.06 on 78 MiB margins bands
 # with dmstore.io.shard; 2.74 when Zarr assembled the shard). Kept with a margin.
 BAND_MEMORY_FACTOR = 2.0
-# Resident bytes before any band is read: the driver with the scheduler and the nannies (plus
-# multiprocessing's resource tracker), and each worker process once it has loaded dmstore
-# (benchmarks/bench_convert.py: driver 188 MiB at peak + tracker 12 MiB; idle worker 181 MiB).
-DRIVER_BYTES = 224 * 2**20
-WORKER_BYTES = 192 * 2**20
 
 
 @dataclass(frozen=True)
@@ -116,12 +112,7 @@ def workers_for(max_memory: int, band_bytes: int, cores: int) -> int:
 
     Each worker holds one band at a time (``BAND_MEMORY_FACTOR`` x ``band_bytes`` at peak).
     """
-    per_worker = WORKER_BYTES + BAND_MEMORY_FACTOR * band_bytes
-    workers = int((max_memory - DRIVER_BYTES) // per_worker)
-    if workers < 1:
-        need = (DRIVER_BYTES + per_worker) / 2**20
-        raise DmstoreError(f"--max-memory {max_memory / 2**20:.0f} MiB is too small: give at least {need:.0f} MiB")
-    return min(workers, cores)
+    return local_workers(max_memory, DRIVER_BYTES, WORKER_BYTES + BAND_MEMORY_FACTOR * band_bytes, cores)
 
 
 def parse_rows(text: str | None, models: int, flag: str = "--models") -> tuple[int, int]:
@@ -136,28 +127,6 @@ def parse_rows(text: str | None, models: int, flag: str = "--models") -> tuple[i
     if stop <= start:
         raise DmstoreError(f"{flag} {text} selects none of the {models} models")
     return start, stop
-
-
-def parse_size(text: str) -> int:
-    """A byte size such as ``2GB``, ``512MiB`` or ``1e9`` as an integer."""
-    units = {
-        "": 1,
-        "B": 1,
-        "KB": 10**3,
-        "MB": 10**6,
-        "GB": 10**9,
-        "TB": 10**12,
-        "KIB": 2**10,
-        "MIB": 2**20,
-        "GIB": 2**30,
-        "TIB": 2**40,
-    }
-    value = text.strip().upper()
-    number = value.rstrip("KMGTIB")
-    try:
-        return int(float(number) * units[value[len(number) :]])
-    except (ValueError, KeyError) as exc:
-        raise DmstoreError(f"{text!r} is not a size: write e.g. 2GB or 512MiB") from exc
 
 
 def _pow2_ceil(n: int) -> int:

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import zarr
+from dmstore.conversion.plan import BAND_MEMORY_FACTOR
 from tqdm.auto import tqdm
 
 from dmstore.errors import DmstoreError
 from dmstore.io import store
-from dmstore.io.cluster import dask_client
+from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, parse_budget
+from dmstore.io.cluster import budget_client
 from dmstore.io.dataset import as_store
 from dmstore.io.source import Source, data_key
 
@@ -67,11 +69,14 @@ def verify(
     source: str | Source | None = None,
     storage_options: dict | None = None,
     scheduler=None,
+    max_memory: int | str = "2GB",
     progress: bool = True,
 ) -> list[BandCheck]:
     """Re-read every band of the store and compare it with its checksum; return the damaged bands.
 
-    With ``source`` the source's bytes are read and compared too. Memory: one band per worker.
+    With ``source`` the source's bytes are read and compared too. Memory: one band per worker; on
+    a local cluster the whole check stays within ``max_memory``
+    (:func:`dmstore.io.cluster.budget_client`).
     """
     attrs = store.root_attrs(dest, storage_options)
     if attrs is None or "dmstore_plan" not in attrs:
@@ -90,8 +95,14 @@ def verify(
         tasks += [
             (dest, storage_options, name, a, b, first, digest, source, key, offset, row_bytes) for a, b, digest in bands
         ]
+    largest = max((row_bytes * (b - a) for _, _, _, a, b, *_, row_bytes in tasks), default=0)
     with (
-        dask_client(scheduler) as client,
+        budget_client(
+            scheduler,
+            parse_budget(max_memory),
+            driver=DRIVER_BYTES,
+            worker=WORKER_BYTES + int(BAND_MEMORY_FACTOR * largest),
+        ) as client,
         tqdm(total=len(tasks), unit="band", desc="verify", disable=not progress) as bar,
     ):
         futures = [client.submit(check_band, *task, pure=False) for task in tasks]

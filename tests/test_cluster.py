@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 from conftest import upload, write_layout
@@ -102,16 +103,28 @@ def test_the_commands_on_a_cluster_with_the_store_on_s3_equal_the_local_ones(clu
             np.testing.assert_array_equal(top[name].values, same[name].values)
 
 
-def test_a_cluster_whose_workers_cannot_hold_a_band_is_refused(tmp_path):
+def test_a_cluster_whose_workers_cannot_hold_a_task_is_refused(tmp_path):
     folder = tmp_path / "source"
     write_layout(folder, models=600, n_train=100_000, n_test=10, seed=1)  # 100 MB mask bands
-    dest = str(tmp_path / "wide.zarr")
+    write_layout(tmp_path / "narrow", models=300, n_train=50, n_test=10, seed=2)
+    dest, narrow = str(tmp_path / "wide.zarr"), str(tmp_path / "narrow.zarr")
+    dmstore.convert(str(tmp_path / "narrow"), narrow, "toy", 50, eval_rows=100, scheduler="local", progress=False)
+    small_workers = "workers have 300 MiB each but one task of this job needs"
+    # the worker runs in this process, whose memory it would count: it only reports its limit
+    unmanaged = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")}
     with (
+        dask.config.set(unmanaged),
         LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="300MiB") as small,
-        Client(small) as client,
-        pytest.raises(dmstore.DmstoreError, match="workers have 300 MiB each but a band of this conversion needs"),
+        Client(small, set_as_default=False) as client,  # the test process itself is over 300 MiB
     ):
-        dmstore.convert(str(folder), dest, "toy", 50, eval_rows=100, arrays=("masks",), scheduler=client,
-                        progress=False)
-    with pytest.raises(dmstore.DmstoreError, match="unfinished conversion"):
-        dmstore.verify(dest, progress=False)
+        with pytest.raises(dmstore.DmstoreError, match=small_workers):
+            dmstore.convert(str(folder), dest, "toy", 50, eval_rows=100, arrays=("masks",), scheduler=client,
+                            progress=False)
+        with pytest.raises(dmstore.DmstoreError, match="unfinished conversion"):
+            dmstore.verify(dest, progress=False)
+        with pytest.raises(dmstore.DmstoreError, match=small_workers):  # a block of the solver: 450 MiB at least
+            dmstore.fit(narrow, scheduler=client, progress=False)
+        dmstore.convert(str(folder), dest, "toy", 50, eval_rows=100, arrays=("masks",), progress=False)
+        with pytest.raises(dmstore.DmstoreError, match=small_workers):  # a band of 100,000 examples
+            dmstore.stats(dest, scheduler=client, progress=False)
+        assert dmstore.stats(narrow, scheduler=client, progress=False).attrs["n_models"] == 300

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
-from dmstore.analysis.evaluate import BYTES_PER_CELL, evaluate, target_batch, target_scores
+from dmstore.analysis.evaluate import BYTES_PER_CELL, evaluate, target_batch
+from dmstore.analysis.lds import target_scores
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
 from dmstore.io.cluster import dask_client

@@ -13,7 +13,7 @@ import zarr
 from sklearn.linear_model import Lasso, lasso_path
 
 import dmstore
-from dmstore.analysis.evaluate import target_scores
+from dmstore.analysis.lds import target_scores
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver

@@ -1,6 +1,6 @@
 """Store locks that cannot race: of two starters at the same instant exactly one proceeds,
 locally (exclusive create) and on S3 (conditional PUT), including when both take over a stale
-lock."""
+lock; and two whole ``dmstore convert`` processes started together: one converts, one refuses."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import threading
 import time
 
 import fsspec
+import numpy as np
 import pytest
+from conftest import error_lines, write_layout
 
+import dmstore
 from dmstore.errors import DmstoreError
 from dmstore.io.lock import store_lock
 
@@ -78,3 +81,19 @@ def test_two_starters_taking_over_a_stale_lock_exactly_one_proceeds(store_url):
         fs.pipe_file(f"{root}/_dmstore/locks/convert.{round}.json", json.dumps(stale).encode())
         assert race(store_url) == ["busy", "held"]
         assert locks(store_url) == []
+
+
+def test_two_conversions_started_at_the_same_instant_one_converts_the_other_refuses(store_url, tmp_path):
+    arrays = write_layout(tmp_path / "source", models=20_000, n_train=2000, n_test=500, seed=3)  # 140 MB
+    argv = [sys.executable, "-m", "dmstore", "convert", str(tmp_path / "source"), store_url, "--dataset", "toy",
+            "--pct", "50", "--eval-rows", "2000", "--no-progress", "--max-memory", "1GB"]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = sorted((run.wait(300), run.stderr.read()) for run in runs)
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    refused = error_lines(outcomes[1][1])
+    assert len(refused) == 1 and "is busy: " in refused[0], refused
+    assert dmstore.verify(store_url, progress=False) == []
+    stored = dmstore.open(store_url)
+    np.testing.assert_array_equal(stored["train_masks"][-3:].values, arrays["train_masks"][-3:])
+    np.testing.assert_array_equal(stored["test_margins"][:3].values, arrays["test_margins"][:3])
+    assert locks(store_url) == []

@@ -1,5 +1,5 @@
-"""--max-memory bounds the peak resident memory of the whole conversion (driver and workers), and
-each local worker stays within its share of it, in a conversion and in a repair."""
+"""--max-memory bounds the peak resident memory of a whole run (driver and workers), and each local
+worker stays within its share of it: in a conversion, a repair, a verify, stats and evaluate."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import numpy as np
 import psutil
 import xarray as xr
 from conftest import write_layout
-from dmstore.conversion.plan import DRIVER_BYTES, plan_array, workers_for
+from dmstore.conversion.plan import plan_array, workers_for
+
+from dmstore.io.budget import DRIVER_BYTES
+from dmstore.io.datamodels import write_datamodels
 
 BUDGET = 1_000_000_000
 
@@ -84,3 +87,20 @@ def test_peak_memory_within_budget_and_each_worker_within_its_share(tmp_path):
         xr.open_zarr(store, zarr_format=3).train_margins[3 * 2048 : 3 * 2048 + 3].values,
         np.load(root / "toy/data/train_margins_50pct.npy", mmap_mode="r")[3 * 2048 : 3 * 2048 + 3],
     )
+
+    # the analyses on the same store, within the same budget (random datamodels: the memory of
+    # evaluate does not depend on their values)
+    rng = np.random.default_rng(0)
+    weight = (0.01 * rng.standard_normal((6000, 2000))).astype(np.float32)
+    write_datamodels(store, "test", weight, np.zeros(2000, np.float32), np.ones(2000, np.float32))
+    batch = 256 * 2**20
+    for command, driver in (
+        (["verify", str(store)], DRIVER_BYTES),
+        (["stats", str(store), "--no-plot", "--influence", *map(str, range(20))], DRIVER_BYTES),
+        (["evaluate", str(store), "--no-plot", "--no-write", "--memory", str(batch)], DRIVER_BYTES + batch),
+    ):
+        peak, children, output = run_measured(
+            [sys.executable, "-m", "dmstore", *command, "--no-progress", "--max-memory", str(BUDGET)]
+        )
+        assert 0 < peak <= BUDGET, (command[0], peak)
+        assert children and max(children.values()) <= (BUDGET - driver) // len(children), (command[0], children)

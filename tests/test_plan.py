@@ -7,11 +7,12 @@ import struct
 
 import numpy as np
 import pytest
-from dmstore.conversion.plan import MAX_BAND_BYTES, parse_rows, parse_size, plan_array, workers_for
+from dmstore.conversion.plan import MAX_BAND_BYTES, parse_rows, plan_array, workers_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
+from dmstore.io.budget import parse_budget
 from dmstore.io.npy import check_layout, parse_header
 
 
@@ -59,7 +60,9 @@ def test_plan_properties(models, examples, classes, itemsize, data):
 
 @given(band=st.integers(1, 2**28), cores=st.integers(1, 64), memory=st.integers(2**28, 2**36))
 def test_workers_fit_budget(band, cores, memory):
-    from dmstore.conversion.plan import BAND_MEMORY_FACTOR, DRIVER_BYTES, WORKER_BYTES
+    from dmstore.conversion.plan import BAND_MEMORY_FACTOR
+
+    from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES
 
     try:
         n = workers_for(memory, band, cores)
@@ -84,10 +87,16 @@ def test_parse_rows_rejects(text):
 
 
 @pytest.mark.parametrize(
-    ("text", "size"), [("2GB", 2 * 10**9), ("512MiB", 2**29), ("1e9", 10**9), ("1.5gib", 3 * 2**29)]
+    ("text", "size"), [("2GB", 2 * 10**9), ("512MiB", 2**29), ("1e9", 10**9), ("1.5gib", 3 * 2**29), (4096, 4096)]
 )
-def test_parse_size(text, size):
-    assert parse_size(text) == size
+def test_parse_budget(text, size):
+    assert parse_budget(text) == size
+
+
+@pytest.mark.parametrize("text", ["foo", "-1GB", "0", "2 parsecs"])
+def test_parse_budget_rejects(text):
+    with pytest.raises(DmstoreError, match=r"^--max-memory '.*' (is not a size|must be positive)"):
+        parse_budget(text)
 
 
 def npy_bytes(array: np.ndarray, version: tuple[int, int]) -> bytes:

@@ -1,4 +1,6 @@
-"""Score datamodels on the held-out evaluation models: per-target Spearman (the LDS), Pearson, MSE."""
+"""Score datamodels, or any attribution scores, on the held-out evaluation models: per-target
+Spearman (the LDS), Pearson, MSE; with replicated masks the replicate-averaged LDS and the noise
+ceiling; bootstrap intervals over evaluation masks and over targets (:mod:`dmstore.analysis.lds`)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,23 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.distributed import as_completed
-from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from dmstore.analysis import plots
-from dmstore.analysis.predict import predict
+from dmstore.analysis import lds, plots
+from dmstore.analysis.predict import SUB_BAND, TARGET_CHUNK, predict
 from dmstore.errors import DmstoreError
-from dmstore.io.cluster import dask_client
+from dmstore.io import attributions
+from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, parse_budget
+from dmstore.io.cluster import budget_client
 from dmstore.io.datamodels import read_datamodels
 from dmstore.io.dataset import consolidate
 from dmstore.io.dataset import open as open_store
-from dmstore.io.rows import band_size, model_bands, written_models
+from dmstore.io.rows import band_bytes, band_size, model_bands, written_models
 
-MEMORY = 1 << 30  # bytes for one batch of targets: its weights and its gathered margins
+MEMORY = 512 << 20  # bytes for one batch of targets on the client: its weights and gathered margins
+#: Peak bytes of an evaluate worker per byte of one task's inputs as stored (a band of masks and of
+#: margins, a block of weights, the float32 sub-band; tests/test_memory.py measured 2.1).
+TASK_MEMORY_FACTOR = 3.0
 BYTES_PER_CELL = 48  # gathered float32 predicted and true margins, float64 ranks and centred copies
 SAMPLE_QUANTILES = (0.1, 0.5, 0.9)  # targets whose margins the result keeps (by Spearman)
 
@@ -32,39 +38,22 @@ def target_batch(n_eval: int, n_train: int, memory: int = MEMORY) -> int:
     return max(1, memory // (4 * n_train + BYTES_PER_CELL * n_eval))
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each column of ``a`` with the same column of ``b`` (NaN if constant)."""
-    a = np.asarray(a, dtype=np.float64)
-    a = a - a.mean(axis=0)
-    b = np.asarray(b, dtype=np.float64)
-    b = b - b.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.einsum("mt,mt->t", a, b) / np.sqrt(np.einsum("mt,mt->t", a, a) * np.einsum("mt,mt->t", b, b))
+def evaluation_group(target: str, name: str | None = None) -> str:
+    """Where the evaluation of the store's datamodels (``name`` None) or of the attributions
+    ``name`` is kept."""
+    return f"evaluation/{target}" if name is None else f"{attributions.group_path(name)}/evaluation/{target}"
 
 
-def target_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
-    """Per target (column): Spearman and Pearson correlation across models (rows), and the MSE.
-
-    Spearman ranks ties by their average rank, as ``scipy.stats.spearmanr`` does; a target whose
-    predicted or true margins are constant has no correlation (NaN).
-    """
-    return {
-        "spearman": pearson(rankdata(predicted, axis=0), rankdata(true, axis=0)),
-        "pearson": pearson(predicted, true),
-        "mse": np.mean((np.asarray(predicted, np.float64) - true) ** 2, axis=0),
-    }
-
-
-def _gather(client: Any, arrays: list[da.Array], bands: list, bar: tqdm) -> list[np.ndarray]:
+def _gather(client: Any, arrays: list[da.Array], bands: list, bar: tqdm, count: bool = True) -> list[np.ndarray]:
     """Compute row-chunked ``arrays`` band by band on the cluster into arrays on the client."""
     offsets = np.cumsum([0, *map(band_size, bands)])
     out = [np.empty((offsets[-1], a.shape[1]), dtype=a.dtype) for a in arrays]
     where = [(i, k) for i in range(len(bands)) for k in range(len(arrays))]
     futures = dict(zip(client.compute([arrays[k].blocks[i] for i, k in where]), where))
-    for future, block in as_completed(futures, with_results=True):
+    for future, block in as_completed(futures, loop=client.loop, with_results=True):
         i, k = futures.pop(future)
         out[k][offsets[i] : offsets[i + 1]] = block
-        if k == 0:
+        if k == 0 and count:
             bar.update()
     return out
 
@@ -73,19 +62,31 @@ def evaluate(
     store: Any,
     target: str = "test",
     *,
+    scores: Any = None,
+    name: str | None = None,
     scheduler: Any = None,
     plot: str | Path | None = None,
     write: bool = True,
     memory: int = MEMORY,
+    max_memory: int | str = "2GB",
+    seed: int = 0,
     progress: bool = True,
     storage_options: dict | None = None,
 ) -> xr.Dataset:
-    """Score the ``target`` datamodels of a store on its evaluation models (``split == "eval"``).
+    """Score the ``target`` datamodels of a store, or attribution ``scores``, on its evaluation
+    models (``split == "eval"``).
 
     For each target example t, the predicted margins ``mask @ weight[:, t] + bias[t]`` of the
     evaluation models are compared with their true margins: Spearman and Pearson correlation
     across models, and the mean squared error. The LDS (linear datamodeling score) is the mean
     Spearman over targets (targets with no correlation, NaN, are left out of the means).
+
+    Models trained on the same mask (found by comparing the masks) are that mask's replicates.
+    When there are any, the result also holds the LDS against the margins averaged over each
+    mask's replicates (as the datamodels paper reports it) and the noise ceiling
+    (:func:`dmstore.analysis.lds.noise_ceiling`). Intervals (``LEVEL``): a percentile bootstrap
+    over evaluation masks (:func:`~dmstore.analysis.lds.bootstrap_models` on a seeded sample of
+    ``BOOTSTRAP_TARGETS`` targets, its spread applied to the LDS of all targets) and over targets.
 
     Targets are scored in batches of ``target_batch(n_eval, N_train, memory)``. For each batch,
     predictions run on Dask, one task per shard-aligned band of evaluation rows and 512 targets;
@@ -93,7 +94,7 @@ def evaluate(
     them. Memory: the batch's weights (``N_train x batch`` float32, on the workers, at worst one
     copy per worker), one band of masks (bool, all training examples) per worker, and on the
     client the batch's margins, ranks and centred copies (48 bytes per model and target);
-    ``memory`` bounds the weights plus the client's share.
+    ``memory`` bounds the weights plus the client's share; ``max_memory`` the whole run.
 
     Parameters
     ----------
@@ -101,83 +102,111 @@ def evaluate(
         Path, fsspec URL or zarr store with datamodels in ``datamodels/{target}``.
     target
         ``test`` or ``train``: which datamodels to score (against ``{target}_margins``).
+    scores
+        Score these instead of the store's datamodels: a ``[train x targets]`` matrix, the path
+        of a ``.npy``, ``.pt`` or Zarr file (:func:`dmstore.io.attributions.read_scores`), or the
+        name of attributions the store keeps.
+    name
+        With ``scores`` and ``write``: keep the scores and their evaluation in the store as
+        ``attributions/{name}`` (default: the file's name without its suffix).
     scheduler
         ``None`` or ``"local"`` (a local cluster of worker processes), a scheduler address or a
         ``dask.distributed.Client``.
     plot
-        Where to write a PNG (predicted vs true margins of a few targets, histograms of the
-        per-target correlations); no plot by default.
+        Where to write a PNG (predicted vs true margins of a few targets, the per-target
+        correlations with their ceiling); no plot by default.
     write
-        Write the result into the store's group ``evaluation/{target}``.
+        Write the result into the store (group :func:`evaluation_group`).
     memory
         Bytes for one batch of targets (weights and gathered margins).
+    max_memory
+        Bound on the peak memory of the whole run on a local cluster (this process with its
+        ``memory`` and the workers, :func:`dmstore.io.cluster.budget_client`); on another cluster
+        each worker's memory limit must hold one task.
+    seed
+        Seed of the bootstrap resamples and of its sample of targets.
 
     Returns
     -------
     xarray.Dataset
-        ``spearman``, ``pearson``, ``mse`` (``target``); ``predicted`` and ``true`` margins
-        (``model``, ``sample``) of the targets at the 10%, 50% and 90% quantiles of Spearman
-        in the first batch of targets (all targets when they fit in one batch); attributes
-        ``lds``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``, ``n_targets``.
+        ``spearman``, ``pearson``, ``mse`` (``target``); with replicates ``spearman_averaged``
+        and ``noise_ceiling`` (``target``); ``predicted`` and ``true`` margins (``model``,
+        ``sample``) of the targets at the 10%, 50% and 90% quantiles of Spearman in the first
+        batch of targets; attributes ``lds``, ``lds_interval_models``,
+        ``lds_interval_targets``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``,
+        ``n_masks``, ``n_targets``, ``level``, ``scored`` and, with replicates,
+        ``lds_averaged`` (and its intervals), ``noise_ceiling``, ``noise_ceiling_single``.
     """
     ds = open_store(store, storage_options=storage_options)
-    dm = read_datamodels(store, target, storage_options)
+    dm, scored, name, new = _weights(store, target, scores, name, write, ds.sizes["train"], storage_options)
     margins_name = f"{target}_margins"
     if margins_name not in ds:
         raise DmstoreError(f"the store has no {margins_name}: convert it with --arrays {margins_name}")
-    if dm.sizes["train"] != ds.sizes["train"]:
-        raise DmstoreError(
-            f"the datamodels have {dm.sizes['train']} training examples but the store has "
-            f"{ds.sizes['train']}: fit or import datamodels for this store"
-        )
     targets = dm["target"].values
     if targets.size == 0:
-        raise DmstoreError(f"the store's {target} datamodels have no targets: fit them again")
+        raise DmstoreError(f"the {scored} have no targets")
     columns = ds.indexes[target].get_indexer(targets)
     if (columns < 0).any():
-        raise DmstoreError(f"datamodel targets missing from the store's {target} examples: {targets[columns < 0][:5]}")
+        raise DmstoreError(f"{scored} targets missing from the store's {target} examples: {targets[columns < 0][:5]}")
     bands = model_bands(ds, "eval")
     masks = da.concatenate([ds["train_masks"].data[band] for band in bands])
     margins = da.concatenate([ds[margins_name].data[band] for band in bands])
-    n_eval = masks.shape[0]
-    batch = target_batch(n_eval, masks.shape[1], memory)
+    n_eval, n_train = masks.shape
+    batch = target_batch(n_eval, n_train, memory)
     starts = range(0, len(targets), batch)
-    scores: dict[str, list[np.ndarray]] = {"spearman": [], "pearson": [], "mse": []}
+    rng = np.random.default_rng(seed)
+    sampled = np.sort(rng.choice(len(targets), min(len(targets), lds.BOOTSTRAP_TARGETS), replace=False))
+    per_target: dict[str, list[np.ndarray]] = {}
+    kept: dict[str, list[np.ndarray]] = {"predicted": [], "true": []}
+    task = band_bytes(ds, ["train_masks"], bands) + 4 * (TARGET_CHUNK + SUB_BAND) * n_train
+    task += max(map(band_size, bands)) * 2 * max(ds[margins_name].data.chunks[1])  # a band of margins
     with (
-        dask_client(scheduler) as client,
-        tqdm(total=len(starts) * len(bands), desc=f"evaluate {target}", unit="band", disable=not progress) as bar,
+        budget_client(
+            scheduler,
+            parse_budget(max_memory),
+            driver=DRIVER_BYTES + memory,
+            worker=WORKER_BYTES + int(TASK_MEMORY_FACTOR * task),
+        ) as client,
+        tqdm(total=len(starts) * len(bands), desc=f"evaluate {scored}", unit="band", disable=not progress) as bar,
     ):
+        digests = masks.rechunk({1: -1}).map_blocks(lds.mask_digests, chunks=(masks.chunks[0], (1,)), dtype=np.uint64)
+        groups = lds.mask_groups(_gather(client, [digests], bands, bar, count=False)[0])
         for start in starts:
             cols = slice(start, start + batch)
             predicted = predict(masks, dm["weight"].data[:, cols], dm["bias"].data[cols])
             true = margins[:, columns[cols]].astype(np.float32)
             predicted, true = _gather(client, [predicted, true], bands, bar)
-            batch_scores = target_scores(predicted, true)
-            for name, values in batch_scores.items():
-                scores[name].append(values)
+            for key, values in _batch_scores(predicted, true, groups).items():
+                per_target.setdefault(key, []).append(values)
             if start == 0:
-                samples = _sample_targets(batch_scores["spearman"])
+                samples = _sample_targets(per_target["spearman"][0])
                 sample_margins = {"predicted": predicted[:, samples], "true": true[:, samples]}
+            keep = sampled[(sampled >= start) & (sampled < start + batch)] - start
+            kept["predicted"].append(predicted[:, keep])
+            kept["true"].append(true[:, keep])
             del predicted, true  # before the next batch is gathered
     eval_models = np.concatenate([ds["model"].values[band] for band in bands])
     result = xr.Dataset(
-        {name: ("target", np.concatenate(values)) for name, values in scores.items()}
-        | {name: (("model", "sample"), values) for name, values in sample_margins.items()},
+        {key: ("target", np.concatenate(values)) for key, values in per_target.items()}
+        | {key: (("model", "sample"), values) for key, values in sample_margins.items()},
         coords={"target": targets, "model": eval_models, "sample": targets[samples]},
     )
     result.attrs = {
         "target_split": target,
-        "lds": float(np.nanmean(result["spearman"])),
-        "mean_pearson": float(np.nanmean(result["pearson"])),
-        "mean_mse": float(np.nanmean(result["mse"])),
+        "scored": scored,
+        **({"name": name} if name else {}),
+        **_summary(result, np.concatenate(kept["predicted"], axis=1), np.concatenate(kept["true"], axis=1), groups,
+                   seed),
         "n_eval_models": int(n_eval),
         "n_targets": len(targets),
         **written_models(ds),
     }
     if write:
+        if new:
+            attributions.write_scores(store, name, dm, storage_options)
         result.to_zarr(
             store,
-            group=f"evaluation/{target}",
+            group=evaluation_group(target, name),
             mode="w",
             zarr_format=3,
             consolidated=False,
@@ -187,6 +216,109 @@ def evaluate(
     if plot is not None:
         plot_evaluation(result, plot)
     return result
+
+
+def _weights(
+    store: Any, target: str, scores: Any, name: str | None, write: bool, n_train: int, storage_options: dict | None
+) -> tuple[xr.Dataset, str, str | None, bool]:
+    """The weights to score, what they are (for messages), the name they are kept under and
+    whether they are new to the store."""
+    if scores is None:
+        dm = read_datamodels(store, target, storage_options)
+        if dm.sizes["train"] != n_train:
+            raise DmstoreError(
+                f"the datamodels have {dm.sizes['train']} training examples but the store has "
+                f"{n_train}: fit or import datamodels for this store"
+            )
+        return dm, f"{target} datamodels", None, False
+    if isinstance(scores, str) and not Path(scores).exists() and "://" not in scores:
+        if scores in attributions.stored_names(store, storage_options):  # attributions the store keeps
+            return attributions.read_stored(store, scores, storage_options), f"attributions {scores}", scores, False
+        raise DmstoreError(f"no scores file {scores} and no attributions of that name in the store")
+    if name is None and isinstance(scores, str | Path):
+        name = Path(scores).name.split(".")[0]
+    if name is None and write:
+        raise DmstoreError("name the scores (name=...) to keep them in the store, or pass write=False")
+    attributions.group_path(name or "scores")  # a bad name fails before any work
+    return attributions.read_scores(scores, n_train), f"attributions {name}" if name else "scores", name, True
+
+
+def _batch_scores(predicted: np.ndarray, true: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-target scores of one batch; with replicated masks, also against the averaged margins
+    and the noise ceiling."""
+    out = lds.target_scores(predicted, true)
+    ceiling = lds.noise_ceiling(true, groups)
+    if ceiling is not None:
+        out["spearman_averaged"] = lds.spearman(lds.group_means(predicted, groups), lds.group_means(true, groups))
+        out["noise_ceiling"] = ceiling["averaged"]
+        out["noise_ceiling_single"] = ceiling["single"]
+    return out
+
+
+def _summary(result: xr.Dataset, predicted: np.ndarray, true: np.ndarray, groups: np.ndarray, seed: int) -> dict:
+    """The result's attributes: means over targets and their bootstrap intervals."""
+    summary: dict[str, Any] = {
+        "lds": float(np.nanmean(result["spearman"])),
+        "mean_pearson": float(np.nanmean(result["pearson"])),
+        "mean_mse": float(np.nanmean(result["mse"])),
+        "n_masks": int(groups.max()) + 1,
+        "level": lds.LEVEL,
+        "lds_interval_targets": list(lds.bootstrap_targets(result["spearman"].values, seed=seed)),
+    }
+    point, intervals = lds.bootstrap_models(predicted, true, groups, seed=seed)
+    names = {"single": "lds", "averaged": "lds_averaged"}
+    for key, (low, high) in intervals.items():
+        attr = names[key]
+        if attr != "lds":
+            summary[attr] = float(np.nanmean(result["spearman_averaged"]))
+            summary[f"{attr}_interval_targets"] = list(lds.bootstrap_targets(result["spearman_averaged"].values,
+                                                                                seed=seed))
+        shift = summary[attr] - point[key]  # the spread of the sampled targets, around all targets' LDS
+        summary[f"{attr}_interval_models"] = [low + shift, high + shift]
+    if "noise_ceiling" in result:
+        summary["noise_ceiling"] = float(np.nanmean(result["noise_ceiling"]))
+        summary["noise_ceiling_single"] = float(np.nanmean(result["noise_ceiling_single"]))
+    return summary
+
+
+def compare(store: Any, target: str = "test", *, plot: str | Path | None = None,
+            storage_options: dict | None = None) -> list[dict]:
+    """The evaluations kept in the store (its datamodels' and every ``attributions/{name}``'s),
+    ranked by LDS: one dict per method with ``name``, ``lds``, its intervals, ``lds_averaged``
+    and ``noise_ceiling`` where replicates exist, ``n_targets``; a bar chart in ``plot``."""
+    groups = {"datamodels": evaluation_group(target)}
+    groups |= {name: evaluation_group(target, name) for name in attributions.stored_names(store, storage_options)}
+    rows = []
+    for name, group in groups.items():
+        try:
+            attrs = xr.open_zarr(store, group=group, zarr_format=3, consolidated=False,
+                                 storage_options=storage_options).attrs
+        except (FileNotFoundError, KeyError, ValueError):  # not evaluated (yet)
+            continue
+        rows.append({"name": name, **{k: v for k, v in attrs.items() if k.startswith(("lds", "noise", "n_", "level"))}})
+    if not rows:
+        raise DmstoreError(f"nothing in the store was evaluated on {target}: run `dmstore evaluate` first")
+    rows.sort(key=lambda row: -row["lds"])
+    if plot is not None:
+        plot_comparison(rows, target, plot)
+    return rows
+
+
+def plot_comparison(rows: list[dict], target: str, path: str | Path) -> Path:
+    """PNG: the LDS of each method with its interval over evaluation masks, best on top."""
+    fig, axes = plots.panels(1, width=7.0)
+    ax = axes[0]
+    y = np.arange(len(rows))[::-1]
+    lds_values = np.array([row["lds"] for row in rows])
+    low, high = np.array([row["lds_interval_models"] for row in rows]).T
+    ax.barh(y, lds_values, xerr=[lds_values - low, high - lds_values], color="tab:blue", alpha=0.7, capsize=4)
+    ceilings = [row["noise_ceiling_single"] for row in rows if "noise_ceiling_single" in row]
+    if ceilings:
+        ax.axvline(ceilings[0], color="k", linestyle="--", label="noise ceiling (one model)")
+        ax.legend(fontsize="small")
+    ax.set_yticks(y, [row["name"] for row in rows])
+    ax.set_xlabel(f"LDS on {target} targets ({rows[0]['level']:.0%} interval over evaluation masks)")
+    return plots.save(fig, path, f"{len(rows)} methods, {target} targets")
 
 
 def _sample_targets(spearman: np.ndarray) -> np.ndarray:
@@ -211,13 +343,17 @@ def plot_evaluation(result: xr.Dataset, path: str | Path) -> Path:
         ax.set_xlabel("true margin")
         ax.set_ylabel("predicted margin")
     hist = axes[-1]
-    for name in ("spearman", "pearson"):
-        values = result[name].values
-        hist.hist(values[np.isfinite(values)], bins=40, alpha=0.6, label=name)
+    labels = {"spearman": "Spearman", "spearman_averaged": "Spearman, replicates averaged", "noise_ceiling": "ceiling"}
+    for name, label in labels.items():
+        if name in result:
+            values = result[name].values
+            hist.hist(values[np.isfinite(values)], bins=40, alpha=0.5, label=label)
+    low, high = result.attrs["lds_interval_models"]
     hist.axvline(result.attrs["lds"], color="k", linestyle="--", label=f"LDS {result.attrs['lds']:.3f}")
-    hist.set_xlabel("correlation across evaluation models")
+    hist.axvspan(low, high, color="k", alpha=0.1, label=f"{result.attrs['level']:.0%} interval (models)")
+    hist.set_xlabel("correlation across evaluation models, per target")
     hist.set_ylabel("targets")
-    hist.legend()
+    hist.legend(fontsize="small")
     return plots.save(
         fig, path, f"{result.attrs['n_targets']} targets, {result.attrs['n_eval_models']} evaluation models"
     )

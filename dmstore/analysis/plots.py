@@ -15,7 +15,7 @@ def panels(n: int, width: float = 4.0, height: float = 3.8) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * n, height))
-    return fig, fig.subplots(1, n)
+    return fig, fig.subplots(1, n, squeeze=False)[0]
 
 
 def save(fig: Any, path: str | Path, title: str) -> Path:

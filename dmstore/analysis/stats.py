@@ -14,11 +14,16 @@ from tqdm.auto import tqdm
 
 from dmstore.analysis import plots
 from dmstore.errors import DmstoreError
-from dmstore.io.cluster import dask_client
+from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, parse_budget
+from dmstore.io.cluster import budget_client
 from dmstore.io.dataset import open as open_store
-from dmstore.io.rows import model_bands, written_models
+from dmstore.io.rows import band_bytes, model_bands, written_models
 
 SPLITS = ("train", "test")
+SUB_BAND = 256  # model rows of a band summed at once (as float64)
+#: Peak bytes of a stats worker per byte of its band as stored: the band of every array read and
+#: the float64 sums of a sub-band (tests/test_memory.py measured 2.7 on 6,000 training examples).
+BAND_MEMORY_FACTOR = 3.5
 
 
 def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str = "test") -> xr.Dataset:
@@ -83,14 +88,16 @@ def stats(
     targets: Sequence[int] | None = None,
     target: str = "test",
     scheduler: Any = None,
+    max_memory: int | str = "2GB",
     progress: bool = True,
     storage_options: dict | None = None,
 ) -> xr.Dataset:
     """Per-example statistics of a store in one pass over shard-aligned bands of model rows.
 
-    Each band is reduced on Dask to its :func:`band_sums`; the client adds them up as they
-    arrive, so the client holds two sets of sums: ``N_train x (4 + len(targets))`` and
-    ``N_test x 3`` float64 numbers each. A worker holds one shard of each array (as float64).
+    Each band is reduced on Dask to its :func:`band_sums`, ``SUB_BAND`` rows at a time; the
+    client adds them up as they arrive, so it holds two sets of sums: ``N_train x (4 +
+    len(targets))`` and ``N_test x 3`` float64 numbers each. A worker holds one band of each array
+    as stored and the float64 sums of a sub-band (``BAND_MEMORY_FACTOR`` x the band at peak).
 
     Parameters
     ----------
@@ -104,6 +111,10 @@ def stats(
     scheduler
         ``None`` or ``"local"`` (a local cluster of worker processes), a scheduler address or a
         ``dask.distributed.Client``.
+    max_memory
+        Bound on the peak memory of the whole run on a local cluster (this process and its
+        workers, :func:`dmstore.io.cluster.budget_client`); on another cluster each worker's
+        memory limit must hold one band.
 
     Returns
     -------
@@ -119,11 +130,20 @@ def stats(
         if missing.size:
             raise DmstoreError(f"no {target} examples {missing[:5].tolist()} in the store")
     bands = model_bands(ds, models)
+    names = [name for name in ("train_masks", "train_margins", "test_margins") if name in ds]
+    sums = 8 * 2 * (ds.sizes["train"] * (4 + len(targets or ())) + 3 * ds.sizes.get("test", 0))
     total = None
-    with dask_client(scheduler) as client:
-        futures = client.compute([band_sums(ds.isel(model=band), targets, target) for band in bands])
+    with budget_client(
+        scheduler,
+        parse_budget(max_memory),
+        driver=DRIVER_BYTES + sums,
+        worker=WORKER_BYTES + int(BAND_MEMORY_FACTOR * band_bytes(ds, names, bands)),
+    ) as client:
+        futures = client.compute(
+            [band_sums(ds.isel(model=band).chunk(model=SUB_BAND), targets, target) for band in bands]
+        )
         for _, part in tqdm(
-            as_completed(futures, with_results=True),
+            as_completed(futures, loop=client.loop, with_results=True),
             total=len(futures),
             desc="stats",
             unit="band",

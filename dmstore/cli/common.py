@@ -46,3 +46,14 @@ def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
         help="Dask scheduler of an existing cluster (its workers must reach the store), or 'local' "
         "(the default here: a local cluster of worker processes)",
     )
+
+
+def add_memory_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--max-memory SIZE``: the bound on the peak memory of ``what``."""
+    parser.add_argument(
+        "--max-memory",
+        default="2GB",
+        metavar="SIZE",
+        help=f"peak memory of {what}; on an existing cluster, each worker's own memory limit must hold "
+        "one task (default: %(default)s)",
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dmstore.cli.common import add_scheduler_option, add_source_options, source_from_args
+from dmstore.cli.common import add_memory_option, add_scheduler_option, add_source_options, source_from_args
 from dmstore.conversion.convert import ARRAY_GROUPS, DEFAULT_ARRAYS, convert
 
 
@@ -29,9 +29,7 @@ def register(subparsers) -> None:
         help="the evaluation models: the last N rows, or a range (default: 10000 for published data, or what "
              "`dmstore example` recorded)",
     )
-    parser.add_argument(
-        "--max-memory", default="2GB", help="peak memory of the whole conversion (default: %(default)s)"
-    )
+    add_memory_option(parser, "the whole conversion: this process and its local workers")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (bytes, cost, store size) and stop")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_scheduler_option(parser)

@@ -37,6 +37,13 @@ def register(subparsers) -> None:
         default=2000,
         help="extra held-out evaluation models, the last rows (default: %(default)s)",
     )
+    parser.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        help="models trained on each evaluation mask, from their own initial weights (evaluate then reports "
+        "the replicate-averaged LDS and the noise ceiling; default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--workers", type=int, help="training processes (default: one per core)")
     parser.add_argument(
@@ -60,6 +67,7 @@ def run(args) -> int:
         pct=args.pct,
         models=args.models,
         eval_models=args.eval_models,
+        replicates=args.replicates,
         seed=args.seed,
         workers=args.workers,
         overwrite=args.overwrite,

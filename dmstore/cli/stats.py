@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dmstore.analysis.stats import SPLITS, plot_stats, stats
-from dmstore.cli.common import add_scheduler_option, written_note
+from dmstore.cli.common import add_memory_option, add_scheduler_option, written_note
 from dmstore.io.rows import MODEL_SETS
 
 
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     plot.add_argument("--no-plot", dest="plot", action="store_const", const="", help="no plot")
     parser.add_argument("--out", metavar="ZARR", help="also save the statistics as a Zarr store")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_memory_option(parser, "the whole run: this process and its local workers")
     add_scheduler_option(parser)
     parser.set_defaults(func=run)
 
@@ -49,6 +50,7 @@ def run(args) -> int:
         targets=args.influence,
         target=args.target,
         scheduler=args.scheduler,
+        max_memory=args.max_memory,
         progress=args.progress,
     )
     print(f"{result.attrs['n_models']} models ({args.models}){written_note(result.attrs)}")

@@ -129,7 +129,14 @@ def margins_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def draw_model(
-    seed: int, row: int, n_train: int, k: int, n_features: int, n_classes: int, hidden: int = HIDDEN
+    seed: int,
+    row: int,
+    n_train: int,
+    k: int,
+    n_features: int,
+    n_classes: int,
+    hidden: int = HIDDEN,
+    mask_row: int | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The random draws of model ``row``: its training subset and its initial MLP parameters.
 
@@ -137,10 +144,13 @@ def draw_model(
     ``SeedSequence([seed, row])``; the subset is ``k`` sorted indices drawn without
     replacement from ``range(n_train)``, then ``w1 [H, d], b1 [H, 1], w2 [C, H], b2 [C, 1]``
     (float32, weights ``[out, in]`` as in ``nn.Linear``) are uniform in ``±1/sqrt(fan_in)``,
-    as PyTorch initialises ``nn.Linear``.
+    as PyTorch initialises ``nn.Linear``. A replicate takes the subset of model ``mask_row``
+    instead (the same mask, its own initial parameters).
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, row]))
     subset = np.sort(rng.choice(n_train, size=k, replace=False))
+    if mask_row is not None and mask_row != row:
+        subset = draw_model(seed, mask_row, n_train, k, n_features, n_classes, hidden)[0]
     layers = [((hidden, n_features), n_features), ((hidden, 1), n_features)]
     layers += [((n_classes, hidden), hidden), ((n_classes, 1), hidden)]
     params = [(rng.uniform(-1.0, 1.0, size=shape) / np.sqrt(fan_in)).astype(np.float32) for shape, fan_in in layers]
@@ -209,6 +219,7 @@ def make_example(
     pct: int = 50,
     models: int = 20000,
     eval_models: int = 2000,
+    replicates: int = 1,
     seed: int = 0,
     workers: int | None = None,
     overwrite: bool = False,
@@ -240,6 +251,10 @@ def make_example(
 
     Parameters
     ----------
+    replicates
+        Models trained on each evaluation mask (each from its own initial parameters): the
+        ``eval_models`` are ``eval_models / replicates`` masks, so that evaluate can average
+        their margins and estimate the noise ceiling.
     workers
         Training processes; the torch threads of each are the cores divided among them.
     on_batch
@@ -260,6 +275,8 @@ def make_example(
         raise DmstoreError(f"--eval-models must be 0 or more, not {eval_models}")
     if seed < 0:
         raise DmstoreError(f"--seed must be 0 or more, not {seed}")
+    if replicates < 1 or eval_models % replicates:
+        raise DmstoreError(f"--replicates {replicates} must be at least 1 and divide --eval-models {eval_models}")
     cores = _cores()
     workers = workers or cores
     if workers < 1:
@@ -277,6 +294,7 @@ def make_example(
         "models": models,
         "eval_models": eval_models,
         "seed": seed,
+        **({"replicates": replicates} if replicates > 1 else {}),
         "batch_models": BATCH_MODELS,
         "model": {"kind": "mlp", "hidden": HIDDEN, "optimizer": "adam", "steps": STEPS, "lr": LR},
     }
@@ -310,7 +328,7 @@ def make_example(
     threads = max(1, cores // workers)
     bar = tqdm(total=rows, initial=int(done.sum()), unit="model", desc=f"{dataset} {pct}%", disable=not progress)
     size = max(1, min(workers, len(todo)))
-    job = (str(store), dataset, seed, pct)
+    job = (str(store), dataset, seed, pct, models, replicates)
     with bar, ProcessPoolExecutor(size, mp_context=get_context("spawn")) as pool:
         queue, running = iter(todo), {}
 
@@ -337,8 +355,25 @@ def make_example(
     return folder
 
 
+def mask_row(row: int, models: int, replicates: int) -> int:
+    """The row whose subset model ``row`` is trained on: its own, or for the evaluation models
+    (rows from ``models`` on) in groups of ``replicates``, the first row of its group."""
+    if row < models or replicates == 1:
+        return row
+    return models + (row - models) // replicates * replicates
+
+
 def train_batch(
-    store: str, dataset: str, seed: int, pct: int, start: int, stop: int, written: np.ndarray, threads: int
+    store: str,
+    dataset: str,
+    seed: int,
+    pct: int,
+    models: int,
+    replicates: int,
+    start: int,
+    stop: int,
+    written: np.ndarray,
+    threads: int,
 ) -> None:
     """A worker's job: train models ``start:stop`` and write those not yet ``written``."""
     torch = _require("torch")
@@ -346,7 +381,10 @@ def train_batch(
     split = DATASETS[dataset]()
     n_train, n_classes = len(split.y_train), len(split.classes)
     k = subset_size(pct, n_train)
-    draws = [draw_model(seed, r, n_train, k, split.x_train.shape[1], n_classes) for r in range(start, stop)]
+    draws = [
+        draw_model(seed, r, n_train, k, split.x_train.shape[1], n_classes, mask_row=mask_row(r, models, replicates))
+        for r in range(start, stop)
+    ]
     subsets = np.stack([subset for subset, _ in draws])
     init = [np.stack(layer) for layer in zip(*(weights for _, weights in draws))]
     x_eval = np.concatenate([split.x_train, split.x_test])

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import psutil
 import xarray as xr
-from dask.utils import parse_bytes
 from tqdm.auto import tqdm
 
 from dmstore._version import __version__
@@ -34,8 +33,9 @@ from dmstore.fitting import solver
 from dmstore.fitting.fista import check_options
 from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
 from dmstore.fitting.passes import PassPlan, added_rows, gram_pass, grow_pass, mask_pass, target_pass
-from dmstore.fitting.plan import FitPlan, plan_fit
+from dmstore.fitting.plan import BASE, FitPlan, plan_fit, solver_floor
 from dmstore.fitting.reads import BandReader
+from dmstore.io.budget import local_workers, parse_budget, worker_share
 from dmstore.io.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
 from dmstore.io.dataset import consolidate
 from dmstore.io.dataset import open as open_store
@@ -108,13 +108,7 @@ def memory_budget(memory: int | str | None) -> int:
     """Bytes of ``memory`` (``"8GiB"``, a number, or None: the default, at most what is free)."""
     if memory is None:
         return int(min(DEFAULT_MEMORY, 0.9 * psutil.virtual_memory().available))
-    try:
-        value = parse_bytes(memory) if isinstance(memory, str) else int(memory)
-    except (ValueError, TypeError) as exc:
-        raise DmstoreError(f"--memory {memory!r} is not a size: write it like 8GiB or 500MB") from exc
-    if value <= 0:
-        raise DmstoreError(f"--memory {memory!r} must be positive")
-    return value
+    return parse_budget(memory, "--memory")
 
 
 def target_blocks(columns: slice, block: int, done: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
@@ -221,7 +215,9 @@ def fit(
     n_val = val.size
     rows = {"fit": np.setdiff1d(positions, val), "val": val}
     reader = BandReader(store, target, storage_options)
-    plan = plan_fit(ds.sizes["train"], rows["fit"].size, reader.shard_rows, target_batch, budget, rows["val"].size)
+    sizes = dict(n_train=ds.sizes["train"], rows=rows["fit"].size, shard_rows=reader.shard_rows, block=target_batch,
+                 val_rows=rows["val"].size)
+    plan = plan_fit(memory=budget, **sizes)
     options = dict(
         lambdas=lambdas,
         lambda_ratio=lambda_ratio,
@@ -253,10 +249,9 @@ def fit(
             done = {}
         passed = time.perf_counter()
         todo = target_blocks(columns, target_batch, done)
-        args = dict(options, dtype=DTYPES[dtype], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense)
         with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
             try:
-                _run_blocks(store, target, todo, args, scheduler, bar.update, storage_options)
+                _run_blocks(store, target, todo, options, sizes, plan, budget, scheduler, bar.update, storage_options)
             finally:
                 release_counts()  # the in-memory counts (5 GB at CIFAR width) go with the fit
         consolidate(store, storage_options)
@@ -397,29 +392,48 @@ def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: in
     return weight, bias, path.lam, np.maximum(path.gap, gap), r2
 
 
+def _block_args(options: dict, plan: FitPlan) -> dict:
+    """The arguments of :func:`fit_block` for blocks solved under ``plan``."""
+    return dict(options, dtype=DTYPES[options["dtype"]], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense)
+
+
 def _run_blocks(
     store: str,
     target: str,
     blocks: list[tuple[int, int]],
-    args: dict,
+    options: dict,
+    sizes: dict,
+    plan: FitPlan,
+    budget: int,
     scheduler: Any,
     progress: Any,
     storage_options: dict | None,
 ) -> None:
+    """Solve the target ``blocks``: in this process under ``plan``; on a local cluster, as many
+    workers as ``budget`` holds (each planned for its share, this process keeping ``BASE``); on
+    another cluster, whose workers' memory limits must hold a block solved under ``plan``.
+    ``sizes`` are the arguments of :func:`plan_fit` but the memory."""
     if scheduler is None:
         for start, stop in blocks:
-            fit_block(store, target, start, stop, args, storage_options)
+            fit_block(store, target, start, stop, _block_args(options, plan), storage_options)
             progress(stop - start)
         return
     from dask.distributed import as_completed
 
-    from dmstore.io.cluster import dask_client
+    from dmstore.io.cluster import budget_client
 
-    with dask_client(scheduler) as client:
+    release_counts()  # the workers read the counts from the store; this process keeps none
+    need = plan.solver_peak
+    if scheduler == "local":  # the workers budget_client starts, each planned for its share
+        need = solver_floor(sizes["n_train"], sizes["block"], sizes["val_rows"])
+        workers = local_workers(budget, BASE, need, os.cpu_count() or 1, "--memory")
+        plan = plan_fit(memory=worker_share(budget, BASE, workers), **sizes)
+    with budget_client(scheduler, budget, driver=BASE, worker=need, option="--memory") as client:
+        args = _block_args(options, plan)
         futures = {
             client.submit(fit_block, store, target, a, b, args, storage_options, pure=False): b - a for a, b in blocks
         }
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             future.result()
             progress(futures[future])
         client.run(release_counts)

@@ -48,6 +48,7 @@ class FitPlan:
     cache_gram: bool
     dense: bool
     peak: int
+    solver_peak: int
 
 
 def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool, target_blocks: int) -> int:
@@ -81,7 +82,7 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, 
     while tile > 256 and need > memory:
         tile //= 2
         need = pass_bytes(n_train, rows, shard_rows, tile, False, 1)
-    smallest = max(need, solver_bytes(n_train, block, min(MIN_CAP, n_train), val_rows=val_rows))
+    smallest = max(need, solver_floor(n_train, block, val_rows))
     if smallest > memory:
         raise DmstoreError(
             f"a fit of {n_train} train examples in blocks of {block} targets needs at least "
@@ -98,9 +99,12 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, 
     while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram, val_rows) <= memory:
         cap *= 2
     cap = min(cap, n_train)
-    peak = max(
-        pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks),
-        solver_bytes(n_train, block, cap, cache_gram, val_rows),
-    )
+    solver_peak = solver_bytes(n_train, block, cap, cache_gram, val_rows)
+    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks), solver_peak)
     dense = n_train <= DENSE_FEATURES and cap == n_train
-    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak)
+    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak, solver_peak)
+
+
+def solver_floor(n_train: int, block: int, val_rows: int = 0) -> int:
+    """Peak bytes of the smallest solver plan (a working set of ``MIN_CAP`` features)."""
+    return solver_bytes(n_train, block, min(MIN_CAP, n_train), val_rows=val_rows)

@@ -5,17 +5,23 @@ on one machine (a local cluster of worker processes for convert, verify, evaluat
 process for fit, whose target blocks share the counts it holds in memory), ``"local"`` a local
 cluster of worker processes, an address (``tcp://host:8786``) or a ``Client`` that cluster. The
 dashboard link is logged (logger ``dmstore``; the CLI prints it) when a cluster starts or is joined.
+
+Memory (:func:`budget_client`): a local cluster runs as many workers as the budget holds, each
+limited to its share; on a cluster the user has, each worker's own memory limit must hold one
+task, or the command refuses before it starts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dask.distributed import Client, LocalCluster
 
 from dmstore.errors import DmstoreError
+from dmstore.io.budget import local_workers, worker_share
 
 logger = logging.getLogger("dmstore")
 
@@ -72,3 +78,44 @@ def dask_client(
             client.dashboard_link,
         )
         yield client
+
+
+@contextmanager
+def budget_client(
+    scheduler: str | Client | None,
+    memory: int,
+    *,
+    driver: int,
+    worker: int,
+    option: str = "--max-memory",
+) -> Iterator[Client]:
+    """Yield a Dask client whose workers each have ``worker`` bytes for their tasks.
+
+    ``None`` or ``"local"``: a local cluster within ``memory`` bytes in all, this process's
+    ``driver`` bytes included (:func:`dmstore.io.budget.local_workers`; each worker's Dask memory
+    limit is its :func:`~dmstore.io.budget.worker_share`). An address or a ``Client``: that
+    cluster, whose workers' memory limits must be at least ``worker`` bytes (``memory`` does not
+    apply there; ``option`` names it in the messages).
+    """
+    if scheduler in (None, "local"):
+        n = local_workers(memory, driver, worker, os.cpu_count() or 1, option)
+        with dask_client(scheduler, n_workers=n, memory_limit=worker_share(memory, driver, n)) as client:
+            yield client
+        return
+    with dask_client(scheduler) as client:
+        check_workers(client, worker)
+        if not isinstance(scheduler, Client):  # a client passed in is the caller's: it knows
+            logger.info("on this cluster %s does not apply: each worker runs one task at a time", option)
+        yield client
+
+
+def check_workers(client: Client, need: int) -> None:
+    """Refuse a cluster with a worker whose memory limit is below ``need`` bytes (a worker without
+    a limit is trusted)."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    small = [limit for limit in limits if 0 < limit < need]
+    if small:
+        raise DmstoreError(
+            f"the cluster's workers have {min(small) / 2**20:.0f} MiB each but one task of this job needs "
+            f"{need / 2**20:.0f} MiB: start them with a larger --memory-limit"
+        )

@@ -73,6 +73,12 @@ def band_size(band: slice | np.ndarray) -> int:
     return band.stop - band.start if isinstance(band, slice) else len(band)
 
 
+def band_bytes(ds: xr.Dataset, names: list[str], bands: list[slice | np.ndarray]) -> int:
+    """Bytes of the largest of ``bands`` across the variables ``names``, as stored (uncompressed)."""
+    row = sum(ds[name].dtype.itemsize * int(np.prod(ds[name].shape[1:])) for name in names)
+    return max(map(band_size, bands), default=0) * row
+
+
 def model_bands(ds: xr.Dataset, models: str) -> list[slice | np.ndarray]:
     """Shard-aligned bands of the ``models`` rows of ``ds`` (whose Dask chunks are shards)."""
     positions = model_positions(ds, models)

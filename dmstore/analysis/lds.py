@@ -1,0 +1,167 @@
+"""The statistics of the LDS (pure numpy and scipy, no I/O): per-target correlations, margins
+averaged over the models trained on the same mask (replicates), the noise ceiling those replicates
+imply, and bootstrap intervals over evaluation masks and over targets.
+
+Arrays are ``[models, targets]``: one row per evaluation model, one column per target example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from scipy.stats import rankdata
+
+#: Bootstrap resamples of the evaluation masks (each ranks the sampled margins again).
+MODEL_RESAMPLES = 200
+#: Bootstrap resamples of the targets (each a mean of per-target correlations).
+TARGET_RESAMPLES = 2000
+#: Targets whose margins the bootstrap over evaluation masks resamples (a seeded sample).
+BOOTSTRAP_TARGETS = 256
+#: The confidence level of the intervals.
+LEVEL = 0.95
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of ``a`` with the same column of ``b`` (NaN if constant)."""
+    a = np.asarray(a, dtype=np.float64)
+    a = a - a.mean(axis=0)
+    b = np.asarray(b, dtype=np.float64)
+    b = b - b.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("mt,mt->t", a, b) / np.sqrt(np.einsum("mt,mt->t", a, a) * np.einsum("mt,mt->t", b, b))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each column of ``a`` with the same column of ``b``; ties get their
+    average rank, as ``scipy.stats.spearmanr`` gives them (NaN if a column is constant)."""
+    return pearson(rankdata(a, axis=0), rankdata(b, axis=0))
+
+
+def target_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """Per target (column): Spearman and Pearson correlation across models (rows), and the MSE."""
+    return {
+        "spearman": spearman(predicted, true),
+        "pearson": pearson(predicted, true),
+        "mse": np.mean((np.asarray(predicted, np.float64) - true) ** 2, axis=0),
+    }
+
+
+def mask_digests(masks: np.ndarray) -> np.ndarray:
+    """One 64-bit digest per row of ``masks`` (``[rows, N_train]`` 0/1): equal masks, equal digests."""
+    packed = np.packbits(np.asarray(masks, dtype=bool), axis=1)
+    digests = [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in packed]
+    return np.array(digests, dtype=np.uint64).reshape(-1, 1)
+
+
+def mask_groups(digests: np.ndarray) -> np.ndarray:
+    """The group of each model row (``0..G-1`` in order of first appearance): rows with the same
+    mask share a group; the rows of a group are the replicates of its mask."""
+    _, first, inverse = np.unique(np.ravel(digests), return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # number the groups by first appearance
+    return order[inverse]
+
+
+def group_means(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``[G, targets]``: the mean of ``values`` over the rows of each group."""
+    n_groups = int(groups.max()) + 1 if groups.size else 0
+    sums = np.zeros((n_groups, values.shape[1]), dtype=np.float64)
+    np.add.at(sums, groups, values)
+    return sums / np.bincount(groups, minlength=n_groups)[:, None]
+
+
+def split_halves(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of the replicated groups dealt alternately into halves A and B (first replicate to A,
+    second to B, ...): ``(rows, half, group)`` for the rows of groups with two replicates or more,
+    ``half`` 0 for A and 1 for B, ``group`` renumbered ``0..G2-1``."""
+    counts = np.bincount(groups)
+    rows = np.flatnonzero(counts[groups] >= 2)
+    order = rows[np.argsort(groups[rows], kind="stable")]
+    sorted_groups = groups[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    position = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+    _, renumbered = np.unique(sorted_groups, return_inverse=True)
+    return order, position % 2, renumbered
+
+
+def noise_ceiling(true: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Per target, the best Spearman any predictor of the mask could reach against the margins
+    averaged over each mask's replicates (``averaged``) and against one model (``single``).
+
+    Replicates are dealt into halves (:func:`split_halves`); the Spearman correlation ``r`` of the
+    two half-averages across masks is the reliability of an average over half the replicates.
+    Spearman-Brown gives the reliability of ``k`` times as many replicates,
+    ``k r / (1 + (k - 1) r)``: ``k = 2`` for the full average, ``k = 2 / R`` for one model (``R``
+    the mean number of replicates of a replicated mask). A predictor's correlation with noisy
+    margins is at most the square root of their reliability. None when no mask is replicated.
+    """
+    rows, half, group = split_halves(groups)
+    if rows.size == 0:
+        return None
+    n_groups = int(group.max()) + 1
+    means = [group_means(true[rows[half == h]], group[half == h]) for h in (0, 1)]
+    complete = np.intersect1d(np.unique(group[half == 0]), np.unique(group[half == 1]))
+    r = spearman(means[0][complete], means[1][complete])
+    replicates = rows.size / n_groups
+
+    def ceiling(k: float) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reliability = k * r / (1 + (k - 1) * r)
+        return np.sqrt(np.clip(reliability, 0.0, 1.0))
+
+    return {"averaged": ceiling(2.0), "single": ceiling(2.0 / replicates), "split_half": r}
+
+
+def bootstrap_models(
+    predicted: np.ndarray,
+    true: np.ndarray,
+    groups: np.ndarray,
+    *,
+    resamples: int = MODEL_RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Percentile bootstrap over evaluation masks: each resample draws the masks (groups, with
+    all their replicates) with replacement and computes the LDS (mean Spearman over targets) of
+    single models, and of the replicate-averaged margins when masks are replicated.
+
+    Returns the LDS of the given rows (``single``, ``averaged``) and, for each, the
+    ``(low, high)`` quantiles of the resampled LDS at ``(1 - level) / 2`` and ``(1 + level) / 2``.
+    """
+    rng = np.random.default_rng(seed)
+    n_groups = int(groups.max()) + 1
+    replicated = n_groups < groups.size
+    members = np.split(np.argsort(groups, kind="stable"), np.cumsum(np.bincount(groups))[:-1])
+
+    def lds(pick: np.ndarray) -> dict[str, float]:
+        rows = np.concatenate([members[g] for g in pick])
+        out = {"single": float(np.nanmean(spearman(predicted[rows], true[rows])))}
+        if replicated:
+            copies = np.repeat(np.arange(pick.size), [members[g].size for g in pick])
+            out["averaged"] = float(
+                np.nanmean(spearman(group_means(predicted[rows], copies), group_means(true[rows], copies)))
+            )
+        return out
+
+    point = lds(np.arange(n_groups))
+    draws = [lds(rng.integers(0, n_groups, n_groups)) for _ in range(resamples)]
+    quantiles = ((1 - level) / 2, (1 + level) / 2)
+    intervals = {}
+    for name in point:
+        low, high = np.nanquantile([d[name] for d in draws], quantiles)
+        intervals[name] = (float(low), float(high))
+    return point, intervals
+
+
+def bootstrap_targets(
+    scores: np.ndarray, *, resamples: int = TARGET_RESAMPLES, level: float = LEVEL, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-target ``scores`` over targets (NaN left out)."""
+    finite = np.asarray(scores, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = finite[rng.integers(0, finite.size, (resamples, finite.size))].mean(axis=1)
+    low, high = np.quantile(means, ((1 - level) / 2, (1 + level) / 2))
+    return float(low), float(high)

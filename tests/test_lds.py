@@ -1,0 +1,122 @@
+"""Evaluation a researcher can trust: replicate-averaged LDS and the noise ceiling on a real example
+with replicated evaluation masks (against scipy on the same arrays), bootstrap intervals whose
+coverage is measured, and any score matrix scored and ranked on the same footing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from analysis_stores import assert_png
+from scipy.stats import spearmanr
+
+import dmstore
+from dmstore.analysis import lds
+from dmstore.cli import main
+from dmstore.experiment.example import make_example
+
+
+def scipy_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.array([spearmanr(a[:, t], b[:, t]).statistic for t in range(a.shape[1])])
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory):
+    """The digits example with 60 evaluation masks trained 4 times each, converted and fitted."""
+    root = tmp_path_factory.mktemp("replicated")
+    folder = make_example(root / "source", models=1200, eval_models=240, replicates=4, progress=False)
+    store = str(root / "digits.zarr")
+    dmstore.convert(str(folder.parent), store, "digits", 50, progress=False)
+    dmstore.fit(store, targets=slice(0, 120), lambdas=30, lambda_ratio=1e-2, progress=False)
+    return store
+
+
+def test_replicated_masks_give_averaged_lds_between_single_lds_and_ceiling(replicated):
+    result = dmstore.evaluate(replicated, write=False, progress=False)
+    ds = dmstore.open(replicated)
+    dm = ds.dm.datamodels("test")
+    eval_rows = ds["split"].values == "eval"
+    masks = ds["train_masks"].values[eval_rows]
+    true = ds["test_margins"].values[eval_rows][:, dm["target"].values].astype(np.float64)
+    predicted = masks.astype(np.float32) @ dm["weight"].values + dm["bias"].values
+    # the masks group the rows: 60 masks, 4 models each
+    _, groups, counts = np.unique(masks, axis=0, return_inverse=True, return_counts=True)
+    assert result.attrs["n_masks"] == 60 and (counts == 4).all()
+    single = scipy_spearman(predicted, true)
+    averaged = scipy_spearman(
+        np.stack([predicted[groups == g].mean(axis=0) for g in range(60)]),
+        np.stack([true[groups == g].mean(axis=0) for g in range(60)]),
+    )
+    # split halves: the 1st and 3rd model of each mask against the 2nd and 4th
+    order = [np.flatnonzero(groups == g) for g in range(60)]
+    half_a = np.stack([true[rows[0::2]].mean(axis=0) for rows in order])
+    half_b = np.stack([true[rows[1::2]].mean(axis=0) for rows in order])
+    r = scipy_spearman(half_a, half_b)
+    ceiling = np.sqrt(np.clip(2 * r / (1 + r), 0, 1))
+    np.testing.assert_allclose(result["spearman"], single, atol=2e-4)
+    np.testing.assert_allclose(result["spearman_averaged"], averaged, atol=2e-4)
+    np.testing.assert_allclose(result["noise_ceiling"], ceiling, atol=1e-6)
+    attrs = result.attrs
+    assert attrs["lds"] < attrs["lds_averaged"] < attrs["noise_ceiling"], attrs
+    assert attrs["lds_averaged"] == pytest.approx(np.nanmean(averaged), abs=1e-4)
+    for key in ("lds", "lds_averaged"):
+        for side in ("models", "targets"):
+            low, high = attrs[f"{key}_interval_{side}"]
+            assert low < attrs[key] < high
+
+
+def test_bootstrap_intervals_cover_the_lds_of_new_evaluation_models_as_often_as_stated():
+    """Each trial draws 150 evaluation masks, 2 replicates each, and takes the 95% interval over
+    masks; a second, independent set of 6,000 masks gives the LDS it should cover."""
+    rng = np.random.default_rng(2026)
+    n_train, n_targets = 60, 24
+    true_weight = rng.standard_normal((n_train, n_targets)) * (rng.random((n_train, n_targets)) < 0.3)
+    estimate = true_weight + 0.6 * rng.standard_normal((n_train, n_targets))  # an imperfect predictor
+
+    def draw(n_masks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        masks = np.repeat(rng.random((n_masks, n_train)) < 0.5, 2, axis=0)
+        noise = rng.standard_normal((2 * n_masks, n_targets)) * (1 + rng.random(n_targets))
+        return masks @ estimate, masks @ true_weight + noise, np.repeat(np.arange(n_masks), 2)
+
+    predicted, true, _ = draw(6000)
+    population = np.nanmean(lds.spearman(predicted, true))
+    trials, covered, widths = 60, 0, []
+    for seed in range(trials):
+        predicted, true, groups = draw(150)
+        _, intervals = lds.bootstrap_models(predicted, true, groups, resamples=200, seed=seed)
+        low, high = intervals["single"]
+        covered += low <= population <= high
+        widths.append(high - low)
+    # 95% stated: at least 51 of 60 (a binomial(60, 0.95) falls below that with probability < 2%)
+    assert covered >= 51, (covered, trials)
+    assert np.mean(widths) < 0.15  # and not by being uselessly wide
+
+
+def test_any_scores_ranked_beside_the_datamodels(replicated, tmp_path, capsys, monkeypatch):
+    ds = dmstore.open(replicated)
+    dm = ds.dm.datamodels("test")
+    targets = dm["target"].values
+    influence = dmstore.stats(replicated, models="fit", targets=list(targets), progress=False)["influence"]
+    np.save(tmp_path / "difference_of_means.npy", np.nan_to_num(influence.values).astype(np.float32))
+    np.save(tmp_path / "datamodels_copy.npy", dm["weight"].values)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", replicated, "--no-progress", "--no-plot"]) == 0
+    for name in ("difference_of_means", "datamodels_copy"):
+        assert main(["evaluate", replicated, "--scores", f"{name}.npy", "--no-progress", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "LDS of the attributions difference_of_means" in out
+    # the same weights read from a file score exactly as the store's datamodels (the bias does not
+    # change a rank correlation)
+    own = xr.open_zarr(replicated, group="evaluation/test")
+    copy = xr.open_zarr(replicated, group="attributions/datamodels_copy/evaluation/test")
+    np.testing.assert_allclose(copy["spearman"], own["spearman"], atol=1e-6)
+    assert main(["evaluate", replicated, "--compare", "--plot", "compare.png"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    ranked = [line.split()[0] for line in table[1:4]]
+    assert set(ranked[:2]) == {"datamodels", "datamodels_copy"} and ranked[2] == "difference_of_means", table
+    assert_png(tmp_path / "compare.png")
+    # stored attributions are scored again by name, and bad input is one line
+    assert dmstore.evaluate(replicated, scores="difference_of_means", write=False, progress=False).attrs["lds"] > 0
+    np.save(tmp_path / "wrong.npy", np.zeros((ds.sizes["train"] + 1, 3), np.float32))
+    assert main(["evaluate", replicated, "--scores", "wrong.npy", "--no-progress", "--no-plot"]) == 2
+    assert "rows but the store has 1000 training examples" in capsys.readouterr().err
