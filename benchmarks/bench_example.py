@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from dmstore.experiment.example import HIDDEN, LR, STEPS, draw_model, load_digits_split, make_example, subset_size
+from dmstore.experiment.example import HIDDEN, LR, STEPS, draw_model, make_example, subset_size
+from dmstore.io.datasets import load_digits_split
 
 
 def peak_rss_mb() -> float:

@@ -22,5 +22,6 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert ds.attrs["dmstore_status"] == "complete" and int((ds.split == "eval").sum()) == 300
     dm = ds.dm.datamodels("test")
     assert dm.sizes["target"] == ds.sizes["test"] and np.isfinite(dm.weight.values).all()
-    for plot in ("evaluate-test.png", "stats.png"):
+    assert float(re.search(r"replicates \(as the paper reports it\): ([0-9.]+)", text).group(1)) > lds
+    for plot in ("evaluate-test.png", "stats.png", "influencers.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / plot).stat().st_size > 20_000

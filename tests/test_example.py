@@ -18,11 +18,11 @@ from dmstore.experiment.example import (
     BATCH_MODELS,
     KINDS,
     draw_model,
-    load_digits_split,
     make_example,
     margins_from_logits,
     subset_size,
 )
+from dmstore.io.datasets import load_digits_split
 
 SMALL = dict(pct=50, models=450, eval_models=150, seed=3)  # 600 rows: batches of 500 and 100
 SIGNAL = dict(pct=50, models=2000, eval_models=500, seed=0)

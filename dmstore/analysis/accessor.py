@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -10,6 +11,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from dmstore.analysis import plots
 from dmstore.analysis.predict import SUB_BAND, predict
 from dmstore.errors import DmstoreError
 from dmstore.io.datamodels import read_datamodels
@@ -183,6 +185,61 @@ class DatamodelsAccessor:
             cosine = (dots / (norms * np.sqrt(float((w**2).sum())))).drop_sel(target=index)
         order = np.argsort(-np.nan_to_num(cosine.values, nan=-np.inf), kind="stable")[:k]
         return cosine.isel(target=order).rename("cosine").assign_attrs(target_split=split, of=int(index))
+
+    def plot_influencers(
+        self,
+        *,
+        test: int | None = None,
+        train: int | None = None,
+        k: int = 5,
+        images: dict[str, Any] | None = None,
+        path: str | Path | None = None,
+    ) -> Path | Any:
+        """The paper's picture: a target example beside its ``k`` strongest positive and ``k``
+        strongest negative training examples, as images, with their weights.
+
+        Parameters
+        ----------
+        images
+            ``{"train": [N_train, H, W(, 3)], "test": [N_test, ...]}`` arrays in the store's
+            example order (for CIFAR-10: ``torchvision.datasets.CIFAR10(root, train=...).data``);
+            by default the images of the bundled dataset the store records (``dataset`` attribute).
+        path
+            Where to write the PNG; without it the ``matplotlib`` figure is returned.
+        """
+        split, index = _target(test, train)
+        images = images or _dataset_images(self._ds.attrs.get("dataset"))
+        top = self.top_influencers(test=test, train=train, k=k)
+        fig, axes = plots.panels(2 * k + 1, width=1.6, height=2.4)
+        cells = [(axes[0], images[split][index], f"{split} {index}\n(target)")]
+        for direction, offset in (("positive", 1), ("negative", k + 1)):
+            for rank in range(k):
+                example = int(top["example"].sel(direction=direction, rank=rank))
+                weight = float(top["weight"].sel(direction=direction, rank=rank))
+                cells.append((axes[offset + rank], images["train"][example], f"train {example}\n{weight:+.3f}"))
+        for ax, image, title in cells:
+            ax.imshow(image, cmap="gray_r" if np.ndim(image) == 2 else None)
+            ax.set_title(title, fontsize="small")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        title = f"{split} {index}: {k} strongest positive, then {k} strongest negative training examples"
+        if path is None:
+            fig.suptitle(title)
+            return fig
+        return plots.save(fig, path, title)
+
+
+def _dataset_images(dataset: str | None) -> dict[str, np.ndarray]:
+    """The train and test images of a bundled dataset, or a one-line error asking for them."""
+    from dmstore.io.datasets import DATASETS
+
+    if dataset not in DATASETS:
+        raise DmstoreError(
+            f"dmstore has no images of the dataset {dataset!r}: pass images={{'train': ..., 'test': ...}} "
+            "(for CIFAR-10, torchvision.datasets.CIFAR10(root, train=True/False).data)"
+        )
+    split = DATASETS[dataset]()
+    return {"train": split.train_images, "test": split.test_images}
 
 
 def _target(test: int | None, train: int | None) -> tuple[str, int]:

@@ -85,8 +85,8 @@ def evaluate(
     When there are any, the result also holds the LDS against the margins averaged over each
     mask's replicates (as the datamodels paper reports it) and the noise ceiling
     (:func:`dmstore.analysis.lds.noise_ceiling`). Intervals (``LEVEL``): a percentile bootstrap
-    over evaluation masks (:func:`~dmstore.analysis.lds.bootstrap_models` on a seeded sample of
-    ``BOOTSTRAP_TARGETS`` targets, its spread applied to the LDS of all targets) and over targets.
+    over evaluation masks (``MODEL_RESAMPLES`` resamples of the masks with their replicates, all
+    targets, :func:`~dmstore.analysis.lds.resampled_spearman`) and over targets.
 
     Targets are scored in batches of ``target_batch(n_eval, N_train, memory)``. For each batch,
     predictions run on Dask, one task per shard-aligned band of evaluation rows and 512 targets;
@@ -154,10 +154,8 @@ def evaluate(
     n_eval, n_train = masks.shape
     batch = target_batch(n_eval, n_train, memory)
     starts = range(0, len(targets), batch)
-    rng = np.random.default_rng(seed)
-    sampled = np.sort(rng.choice(len(targets), min(len(targets), lds.BOOTSTRAP_TARGETS), replace=False))
     per_target: dict[str, list[np.ndarray]] = {}
-    kept: dict[str, list[np.ndarray]] = {"predicted": [], "true": []}
+    resampled: dict[str, np.ndarray] = {}  # per resample of the masks: sum and count of Spearman
     task = band_bytes(ds, ["train_masks"], bands) + 4 * (TARGET_CHUNK + SUB_BAND) * n_train
     task += max(map(band_size, bands)) * 2 * max(ds[margins_name].data.chunks[1])  # a band of margins
     with (
@@ -171,6 +169,7 @@ def evaluate(
     ):
         digests = masks.rechunk({1: -1}).map_blocks(lds.mask_digests, chunks=(masks.chunks[0], (1,)), dtype=np.uint64)
         groups = lds.mask_groups(_gather(client, [digests], bands, bar, count=False)[0])
+        counts = lds.mask_resamples(groups, seed=seed)
         for start in starts:
             cols = slice(start, start + batch)
             predicted = predict(masks, dm["weight"].data[:, cols], dm["bias"].data[cols])
@@ -181,9 +180,9 @@ def evaluate(
             if start == 0:
                 samples = _sample_targets(per_target["spearman"][0])
                 sample_margins = {"predicted": predicted[:, samples], "true": true[:, samples]}
-            keep = sampled[(sampled >= start) & (sampled < start + batch)] - start
-            kept["predicted"].append(predicted[:, keep])
-            kept["true"].append(true[:, keep])
+            for key, values in _resampled(counts, predicted, true, groups).items():
+                add = np.stack([np.nansum(values, axis=1), np.isfinite(values).sum(axis=1)])
+                resampled[key] = resampled[key] + add if key in resampled else add
             del predicted, true  # before the next batch is gathered
     eval_models = np.concatenate([ds["model"].values[band] for band in bands])
     result = xr.Dataset(
@@ -195,8 +194,7 @@ def evaluate(
         "target_split": target,
         "scored": scored,
         **({"name": name} if name else {}),
-        **_summary(result, np.concatenate(kept["predicted"], axis=1), np.concatenate(kept["true"], axis=1), groups,
-                   seed),
+        **_summary(result, resampled, groups, seed),
         "n_eval_models": int(n_eval),
         "n_targets": len(targets),
         **written_models(ds),
@@ -255,7 +253,17 @@ def _batch_scores(predicted: np.ndarray, true: np.ndarray, groups: np.ndarray) -
     return out
 
 
-def _summary(result: xr.Dataset, predicted: np.ndarray, true: np.ndarray, groups: np.ndarray, seed: int) -> dict:
+def _resampled(counts: np.ndarray, predicted: np.ndarray, true: np.ndarray, groups: np.ndarray) -> dict:
+    """Per resample of the masks and target of one batch: Spearman of single models and, with
+    replicates, of the averaged margins."""
+    out = {"lds": lds.resampled_spearman(counts[:, groups], predicted, true)}
+    if counts.shape[1] < groups.size:
+        averaged = (lds.group_means(predicted, groups), lds.group_means(true, groups))
+        out["lds_averaged"] = lds.resampled_spearman(counts, *averaged)
+    return out
+
+
+def _summary(result: xr.Dataset, resampled: dict[str, np.ndarray], groups: np.ndarray, seed: int) -> dict:
     """The result's attributes: means over targets and their bootstrap intervals."""
     summary: dict[str, Any] = {
         "lds": float(np.nanmean(result["spearman"])),
@@ -263,21 +271,17 @@ def _summary(result: xr.Dataset, predicted: np.ndarray, true: np.ndarray, groups
         "mean_mse": float(np.nanmean(result["mse"])),
         "n_masks": int(groups.max()) + 1,
         "level": lds.LEVEL,
-        "lds_interval_targets": list(lds.bootstrap_targets(result["spearman"].values, seed=seed)),
     }
-    point, intervals = lds.bootstrap_models(predicted, true, groups, seed=seed)
-    names = {"single": "lds", "averaged": "lds_averaged"}
-    for key, (low, high) in intervals.items():
-        attr = names[key]
-        if attr != "lds":
-            summary[attr] = float(np.nanmean(result["spearman_averaged"]))
-            summary[f"{attr}_interval_targets"] = list(lds.bootstrap_targets(result["spearman_averaged"].values,
-                                                                                seed=seed))
-        shift = summary[attr] - point[key]  # the spread of the sampled targets, around all targets' LDS
-        summary[f"{attr}_interval_models"] = [low + shift, high + shift]
-    if "noise_ceiling" in result:
+    if "spearman_averaged" in result:
+        summary["lds_averaged"] = float(np.nanmean(result["spearman_averaged"]))
         summary["noise_ceiling"] = float(np.nanmean(result["noise_ceiling"]))
         summary["noise_ceiling_single"] = float(np.nanmean(result["noise_ceiling_single"]))
+    for key, variable in (("lds", "spearman"), ("lds_averaged", "spearman_averaged")):
+        if key in resampled:
+            total, count = resampled[key]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                summary[f"{key}_interval_models"] = list(lds.bootstrap_interval(total / count, summary[key]))
+            summary[f"{key}_interval_targets"] = list(lds.bootstrap_targets(result[variable].values, seed=seed))
     return summary
 
 

@@ -18,7 +18,7 @@ from dmstore.errors import DmstoreError
 # command modules, in the order ``dmstore --help`` lists them
 COMMANDS = (
     "catalog", "convert", "info", "verify", "export", "create", "status", "compact", "example", "fit", "evaluate",
-    "stats", "demo",
+    "curve", "stats", "demo",
 )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from dmstore.experiment.example import BATCH_MODELS, DATASETS, KINDS, make_example
+from dmstore.experiment.example import BATCH_MODELS, KINDS, make_example
+from dmstore.io.datasets import DATASETS
 
 
 def register(subparsers) -> None:

@@ -1,7 +1,8 @@
 """``dmstore demo``: the main job end to end on the built-in example, explained as it goes.
 
-example (train small networks) -> convert (local folder -> store) -> fit (datamodels) ->
-evaluate (LDS on held-out models) -> stats, all on one local Dask cluster.
+example (train small networks, held-out subsets replicated) -> convert (local folder -> store) ->
+fit (datamodels) -> evaluate (LDS on held-out models, its interval, the replicate-averaged LDS and
+the noise ceiling) -> stats, all on one local Dask cluster; then one target's influencers as images.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from dmstore.conversion.info import describe
 from dmstore.experiment.example import make_example
 from dmstore.fitting.fit import fit
 from dmstore.io.cluster import dask_client
+from dmstore.io.dataset import open as open_store
+
+REPLICATES = 5  # models trained on each held-out subset
+INFLUENCERS_OF = 17  # the test example whose influencers the demo draws
 
 
 def demo(
@@ -39,8 +44,18 @@ def demo(
         "   Each row of the published matrices is one trained model; so it is here. The last "
         f"{eval_models:,} models are held out to evaluate datamodels."
     )
+    replicates = REPLICATES if eval_models % REPLICATES == 0 else 1
+    if replicates > 1:
+        say(f"   Each held-out subset is trained {replicates} times (from other initial weights): its replicates.")
     make_example(
-        out / "example-data", "digits", pct=50, models=models, eval_models=eval_models, seed=seed, progress=progress
+        out / "example-data",
+        "digits",
+        pct=50,
+        models=models,
+        eval_models=eval_models,
+        replicates=replicates,
+        seed=seed,
+        progress=progress,
     )
     with dask_client() as client:
         step("2/4 dmstore convert: stream the .npy matrices (local folder, the bucket's layout) into a Zarr store")
@@ -58,18 +73,30 @@ def demo(
         result = evaluate(store, "test", scheduler=client, plot=out / "evaluate-test.png", progress=progress)
         summary = stats(store, scheduler=client, progress=progress)
         plot_stats(summary, out / "stats.png")
+    open_store(store).dm.plot_influencers(test=INFLUENCERS_OF, path=out / "influencers.png")
     figures.update(
         lds=float(result.attrs["lds"]),
         n_targets=int(result.attrs["n_targets"]),
         n_eval=int(result.attrs["n_eval_models"]),
         seconds=time.perf_counter() - clock,
-        plots=[str(out / "evaluate-test.png"), str(out / "stats.png")],
+        plots=[str(out / "evaluate-test.png"), str(out / "stats.png"), str(out / "influencers.png")],
     )
+    a = result.attrs
     say(
         f"\nLDS {figures['lds']:.3f}: across {figures['n_eval']:,} models it never saw, a datamodel's prediction "
-        "(mask @ weight + bias) ranks their margins with this mean Spearman correlation (0 = chance, 1 = perfect)."
+        "(mask @ weight + bias) ranks their margins with this mean Spearman correlation (0 = chance, 1 = perfect); "
+        f"95% interval over held-out subsets {a['lds_interval_models'][0]:.3f} to {a['lds_interval_models'][1]:.3f}."
     )
-    say(f"plots: {figures['plots'][0]} (predicted vs true margins), {figures['plots'][1]} (per-example statistics)")
+    if "lds_averaged" in a:
+        say(
+            f"Against margins averaged over each subset's {replicates} replicates (as the paper reports it): "
+            f"{a['lds_averaged']:.3f}; the noise ceiling, the best any predictor could do given how much "
+            f"retraining on the same subset changes a margin: {a['noise_ceiling']:.3f}."
+        )
+    say(
+        f"plots: {figures['plots'][0]} (predicted vs true margins), {figures['plots'][1]} (per-example statistics), "
+        f"{figures['plots'][2]} (test {INFLUENCERS_OF} beside its strongest training examples)"
+    )
     say(f"next: python -c \"import dmstore; ds = dmstore.open('{store}'); print(ds.dm.top_influencers(test=0, k=5))\"")
     say(f"done in {figures['seconds']:.0f} s")
     return figures

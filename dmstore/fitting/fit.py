@@ -142,6 +142,7 @@ def fit(
     scheduler: Any = None,
     overwrite: bool = False,
     recompute: bool = False,
+    models: int | None = None,
     progress: bool = True,
     storage_options: dict | None = None,
 ) -> xr.Dataset:
@@ -187,6 +188,10 @@ def fit(
         Replace datamodels fitted with other options, or imported ones.
     recompute
         Compute the persisted statistics afresh (after they were found damaged).
+    models
+        Fit on the first ``models`` fit models only, the last of them the validation rows (a
+        learning curve grows it: the statistics of the fit rows then add only the rows added).
+        All by default.
 
     Returns
     -------
@@ -211,7 +216,13 @@ def fit(
             raise DmstoreError(f"the store has no {name}: convert it with --arrays masks,margins")
     columns = target_columns(targets, ds.sizes[target], target)
     positions = model_positions(ds, "fit")
-    val = validation_rows(Moments(store, "val", storage_options), positions, val_models, recompute)
+    if models is not None:
+        if not 3 <= models <= positions.size:
+            raise DmstoreError(f"--models {models}: give 3 to {positions.size} (the store's fit models)")
+        positions = positions[:models]
+    # a fit on the first ``models`` takes its validation rows from them (a learning curve must not
+    # keep the few validation rows of its smallest size)
+    val = validation_rows(Moments(store, "val", storage_options), positions, val_models, recompute or bool(models))
     n_val = val.size
     rows = {"fit": np.setdiff1d(positions, val), "val": val}
     reader = BandReader(store, target, storage_options)
