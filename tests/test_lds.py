@@ -154,3 +154,29 @@ def test_influencers_drawn_as_images(replicated, tmp_path):
     assert shown[0].startswith("test 17") and shown[1].startswith(f"train {int(top.example[0, 0])}")
     with pytest.raises(dmstore.DmstoreError, match="pass images="):
         ds.assign_attrs(dataset="cifar").dm.plot_influencers(test=17)
+
+
+def test_score_matrices_read_alike_from_npy_pt_and_zarr(tmp_path):
+    import torch
+    import zarr
+
+    from dmstore.io.attributions import read_scores
+
+    scores = np.random.default_rng(3).standard_normal((50, 7)).astype(np.float32)
+    np.save(tmp_path / "s.npy", scores)
+    torch.save(torch.from_numpy(scores), tmp_path / "tensor.pt")
+    torch.save({"weight": torch.from_numpy(scores), "bias": torch.zeros(7)}, tmp_path / "dict.pt")
+    zarr.save_array(str(tmp_path / "array.zarr"), scores)
+    group = zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
+    group.create_array("scores", data=scores)
+    group.create_array("target", data=np.arange(10, 17))
+    for source in ("s.npy", "tensor.pt", "dict.pt", "array.zarr", "group.zarr"):
+        read = read_scores(str(tmp_path / source), 50)
+        np.testing.assert_array_equal(read["weight"].values, scores)
+        assert (read["bias"].values == 0).all()
+    np.testing.assert_array_equal(read["target"].values, np.arange(10, 17))  # the group names its targets
+    np.testing.assert_array_equal(read_scores(str(tmp_path / "s.npy"), 50)["target"].values, np.arange(7))
+    with pytest.raises(dmstore.DmstoreError, match=r"7 rows but the store has 50 training examples.*\(transpose it\)"):
+        read_scores(scores.T, 50)
+    with pytest.raises(dmstore.DmstoreError, match="give a \\[train x targets\\] matrix"):
+        read_scores(scores[0], 50)

@@ -297,7 +297,7 @@ def compare(store: Any, target: str = "test", *, plot: str | Path | None = None,
         try:
             attrs = xr.open_zarr(store, group=group, zarr_format=3, consolidated=False,
                                  storage_options=storage_options).attrs
-        except (FileNotFoundError, KeyError, ValueError):  # not evaluated (yet)
+        except FileNotFoundError:  # not evaluated (yet)
             continue
         rows.append({"name": name, **{k: v for k, v in attrs.items() if k.startswith(("lds", "noise", "n_", "level"))}})
     if not rows:
