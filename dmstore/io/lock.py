@@ -24,7 +24,7 @@ import fsspec
 import psutil
 
 from dmstore.errors import DmstoreError
-from dmstore.io.objects import create_exclusive
+from dmstore.io.objects import create_exclusive, temporaries
 
 HEARTBEAT = 10.0
 STALE = 120.0
@@ -94,7 +94,9 @@ def store_lock(dest: str, name: str, what: str, storage_options: dict | None = N
     if any(_live(fs, p, host) for p in others.values()):  # one that started with us may have gone on
         fs.rm_file(path)
         raise DmstoreError(f"{dest} is busy: another dmstore run took its lock at the same moment; try again later")
-    for stale in others.values():  # the generations before: their owners are gone
+    now = time.time()
+    abandoned = [p for p, owner in temporaries(fs, folder) if is_stale(owner, now, host)]  # killed starters
+    for stale in [*others.values(), *abandoned]:  # the generations before: their owners are gone
         try:
             fs.rm_file(stale)
         except FileNotFoundError:

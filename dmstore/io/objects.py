@@ -1,4 +1,5 @@
-"""Objects created exclusively: whole or not at all, and never over another."""
+"""Objects created exclusively: whole or not at all, and never over another; and the temporary
+files of creators killed before they finished."""
 
 from __future__ import annotations
 
@@ -37,3 +38,23 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
         return True
     except FileExistsError:
         return False
+
+
+def temporaries(fs: fsspec.AbstractFileSystem, folder: str) -> list[tuple[str, dict]]:
+    """The temporary files :func:`create_exclusive` left in ``folder`` (local disk: a creator
+    killed between writing and linking), each with its owner ``{host, pid, heartbeat}`` (the
+    file's modification time), for the caller's stale rule."""
+    if not isinstance(fs, LocalFileSystem) or not os.path.isdir(folder):
+        return []
+    host, found = socket.gethostname(), []
+    for entry in os.scandir(folder):
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        prefix, pid, _ = entry.name.removesuffix(".tmp").rsplit(".", 2)  # .{name}.{host}.{pid}.{random}
+        try:
+            modified = entry.stat().st_mtime
+        except FileNotFoundError:  # its creator linked and removed it since the listing
+            continue
+        owner = {"host": host if prefix.endswith(f".{host}") else None, "heartbeat": modified}
+        found.append((entry.path, owner | {"pid": int(pid) if pid.isdigit() else -1}))
+    return found

@@ -27,12 +27,10 @@ from typing import Any
 import fsspec
 import google_crc32c
 import numpy as np
-import psutil
-from fsspec.implementations.local import LocalFileSystem
 
 from dmstore.errors import DmstoreError
-from dmstore.io.lock import STALE
-from dmstore.io.objects import create_exclusive
+from dmstore.io.lock import is_stale
+from dmstore.io.objects import create_exclusive, temporaries
 from dmstore.io.store import read_records
 
 SEGMENTS = "_dmstore/segments"
@@ -154,19 +152,10 @@ class Segments:
             self.fs.rm(paths)
 
     def abandoned(self) -> list[str]:
-        """Temporary files of writers that died before linking them (local disk only): their
-        process is gone (same host) or they are older than ``lock.STALE`` seconds."""
-        if not isinstance(self.fs, LocalFileSystem) or not os.path.isdir(self.root):
-            return []
-        host, out = socket.gethostname(), []
-        for entry in os.scandir(self.root):
-            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-                continue
-            writer, pid, _ = entry.name.removesuffix(".tmp").rsplit(".", 2)  # see create_exclusive
-            gone = writer.endswith(f".{host}") and pid.isdigit() and not psutil.pid_exists(int(pid))
-            if gone or time.time() - entry.stat().st_mtime > STALE:
-                out.append(entry.path)
-        return out
+        """Temporary files of writers that died before linking them (local disk only), by the
+        lock's stale rule (:func:`dmstore.io.lock.is_stale`)."""
+        now, host = time.time(), socket.gethostname()
+        return [path for path, owner in temporaries(self.fs, self.root) if is_stale(owner, now, host)]
 
     def snapshot(self) -> Snapshot:
         """The written models and the compacted row-blocks, as they are now."""
