@@ -44,6 +44,8 @@ def test_replicated_masks_give_averaged_lds_between_single_lds_and_ceiling(repli
     # the masks group the rows: 60 masks, 4 models each
     _, groups, counts = np.unique(masks, axis=0, return_inverse=True, return_counts=True)
     assert result.attrs["n_masks"] == 60 and (counts == 4).all()
+    _, stored_groups = np.unique(result["mask"].values, return_inverse=True)
+    np.testing.assert_array_equal(np.unique(np.c_[stored_groups, groups], axis=0).shape, (60, 2))  # same partition
     single = scipy_spearman(predicted, true)
     averaged = scipy_spearman(
         np.stack([predicted[groups == g].mean(axis=0) for g in range(60)]),

@@ -132,7 +132,8 @@ def evaluate(
         ``spearman``, ``pearson``, ``mse`` (``target``); with replicates ``spearman_averaged``
         and ``noise_ceiling`` (``target``); ``predicted`` and ``true`` margins (``model``,
         ``sample``) of the targets at the 10%, 50% and 90% quantiles of Spearman in the first
-        batch of targets; attributes ``lds``, ``lds_interval_models``,
+        batch of targets; ``mask`` (``model``): the mask group of each evaluation model (its
+        replicates share it); attributes ``lds``, ``lds_interval_models``,
         ``lds_interval_targets``, ``mean_pearson``, ``mean_mse``, ``n_eval_models``,
         ``n_masks``, ``n_targets``, ``level``, ``scored`` and, with replicates,
         ``lds_averaged`` (and its intervals), ``noise_ceiling``, ``noise_ceiling_single``.
@@ -188,7 +189,7 @@ def evaluate(
     result = xr.Dataset(
         {key: ("target", np.concatenate(values)) for key, values in per_target.items()}
         | {key: (("model", "sample"), values) for key, values in sample_margins.items()},
-        coords={"target": targets, "model": eval_models, "sample": targets[samples]},
+        coords={"target": targets, "model": eval_models, "mask": ("model", groups), "sample": targets[samples]},
     )
     result.attrs = {
         "target_split": target,
