@@ -84,9 +84,10 @@ def evaluate(
     Models trained on the same mask (found by comparing the masks) are that mask's replicates.
     When there are any, the result also holds the LDS against the margins averaged over each
     mask's replicates (as the datamodels paper reports it) and the noise ceiling
-    (:func:`dmstore.analysis.lds.noise_ceiling`). Intervals (``LEVEL``): a percentile bootstrap
+    (:func:`dmstore.analysis.lds.noise_ceiling`). Intervals (``LEVEL``): a bias-corrected bootstrap
     over evaluation masks (``MODEL_RESAMPLES`` resamples of the masks with their replicates, all
-    targets, :func:`~dmstore.analysis.lds.resampled_spearman`) and over targets.
+    targets, :func:`~dmstore.analysis.lds.resampled_spearman`) and a percentile bootstrap over
+    targets.
 
     Targets are scored in batches of ``target_batch(n_eval, N_train, memory)``. For each batch,
     predictions run on Dask, one task per shard-aligned band of evaluation rows and 512 targets;
@@ -124,7 +125,7 @@ def evaluate(
         ``memory`` and the workers, :func:`dmstore.io.cluster.budget_client`); on another cluster
         each worker's memory limit must hold one task.
     seed
-        Seed of the bootstrap resamples and of its sample of targets.
+        Seed of the bootstrap resamples.
 
     Returns
     -------
@@ -176,12 +177,13 @@ def evaluate(
             predicted = predict(masks, dm["weight"].data[:, cols], dm["bias"].data[cols])
             true = margins[:, columns[cols]].astype(np.float32)
             predicted, true = _gather(client, [predicted, true], bands, bar)
-            for key, values in _batch_scores(predicted, true, groups).items():
+            batch_scores, batch_resampled = _batch_scores(predicted, true, groups, counts)
+            for key, values in batch_scores.items():
                 per_target.setdefault(key, []).append(values)
             if start == 0:
                 samples = _sample_targets(per_target["spearman"][0])
                 sample_margins = {"predicted": predicted[:, samples], "true": true[:, samples]}
-            for key, values in _resampled(counts, predicted, true, groups).items():
+            for key, values in batch_resampled.items():
                 add = np.stack([np.nansum(values, axis=1), np.isfinite(values).sum(axis=1)])
                 resampled[key] = resampled[key] + add if key in resampled else add
             del predicted, true  # before the next batch is gathered
@@ -242,26 +244,24 @@ def _weights(
     return attributions.read_scores(scores, n_train), f"attributions {name}" if name else "scores", name, True
 
 
-def _batch_scores(predicted: np.ndarray, true: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-target scores of one batch; with replicated masks, also against the averaged margins
-    and the noise ceiling."""
-    out = lds.target_scores(predicted, true)
+def _batch_scores(
+    predicted: np.ndarray, true: np.ndarray, groups: np.ndarray, counts: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One batch: its per-target scores (with replicated masks also against the averaged margins,
+    and the noise ceiling), and per resample of the masks (``counts``) and target the Spearman of
+    single models (``lds``) and, with replicates, of the averaged margins (``lds_averaged``)."""
+    scores = lds.target_scores(predicted, true)
+    resampled = {"lds": lds.resampled_spearman(counts[:, groups], predicted, true)}
     ceiling = lds.noise_ceiling(true, groups)
     if ceiling is not None:
-        out["spearman_averaged"] = lds.spearman(lds.group_means(predicted, groups), lds.group_means(true, groups))
-        out["noise_ceiling"] = ceiling["averaged"]
-        out["noise_ceiling_single"] = ceiling["single"]
-    return out
-
-
-def _resampled(counts: np.ndarray, predicted: np.ndarray, true: np.ndarray, groups: np.ndarray) -> dict:
-    """Per resample of the masks and target of one batch: Spearman of single models and, with
-    replicates, of the averaged margins."""
-    out = {"lds": lds.resampled_spearman(counts[:, groups], predicted, true)}
-    if counts.shape[1] < groups.size:
-        averaged = (lds.group_means(predicted, groups), lds.group_means(true, groups))
-        out["lds_averaged"] = lds.resampled_spearman(counts, *averaged)
-    return out
+        averaged = lds.group_means(predicted, groups), lds.group_means(true, groups)
+        scores |= {
+            "spearman_averaged": lds.spearman(*averaged),
+            "noise_ceiling": ceiling["averaged"],
+            "noise_ceiling_single": ceiling["single"],
+        }
+        resampled["lds_averaged"] = lds.resampled_spearman(counts, *averaged)
+    return scores, resampled
 
 
 def _summary(result: xr.Dataset, resampled: dict[str, np.ndarray], groups: np.ndarray, seed: int) -> dict:
