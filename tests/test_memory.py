@@ -4,6 +4,7 @@ worker stays within its share of it: in a conversion, a repair, a verify, stats 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -103,4 +104,7 @@ def test_peak_memory_within_budget_and_each_worker_within_its_share(tmp_path):
             [sys.executable, "-m", "dmstore", *command, "--no-progress", "--max-memory", str(BUDGET)]
         )
         assert 0 < peak <= BUDGET, (command[0], peak)
-        assert children and max(children.values()) <= (BUDGET - driver) // len(children), (command[0], children)
+        # the share of each worker the command started (a process caught starting up, a few MB, is
+        # not one of them)
+        started = int(re.search(r"local Dask cluster of (\d+) worker", output).group(1))
+        assert children and max(children.values()) <= (BUDGET - driver) // started, (command[0], started, children)
