@@ -4,6 +4,8 @@ stops with one clear line and leaves a store that resumes."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -13,9 +15,16 @@ from faulty_proxy import FAULTS, FaultyProxy
 
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
-from dmstore.io.source import Source
+from dmstore.io.source import Source, is_transient
 
 BUCKET = "flaky-bucket"
+# how each fault reads in dmstore's retry warnings
+KINDS = {
+    "drop": "ConnectionClosedError",
+    "500": "InternalError",
+    "503": "request rate",
+    "truncate": "ClientPayloadError",
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +35,20 @@ def flaky_source(s3_client, tmp_path_factory):
     return arrays
 
 
-def test_conversion_survives_faults(flaky_source, s3_endpoint, tmp_path):
+def test_conversion_survives_faults(flaky_source, s3_endpoint, tmp_path, capfd):
     with FaultyProxy(s3_endpoint, rate=0.5, seed=1) as proxy:
         source = Source(f"s3://{BUCKET}", endpoint_url=proxy.url)
         convert(source, str(tmp_path / "s.zarr"), "toy", 50, eval_rows=1000, progress=False)
     assert set(proxy.injected) == set(FAULTS) and sum(proxy.injected.values()) >= 8, proxy.injected
+    # dmstore is the one retry layer (botocore and s3fs try once): every 500, 503 and truncated
+    # body is one retry of dmstore's own, logged by the process that made it. A dropped connection
+    # is retried once by aiohttp itself (a pooled connection gone stale) and reaches dmstore only
+    # when that second request fails too; a short delay is no failure.
+    retries = [line for line in capfd.readouterr().err.splitlines() if re.search(r"retry \d+ of \d+", line)]
+    seen = {kind: sum(text in line for line in retries) for kind, text in KINDS.items()}
+    exact = ("500", "503", "truncate")
+    assert {k: seen[k] for k in exact} == {k: proxy.injected[k] for k in exact}, (retries, proxy.injected)
+    assert seen["drop"] <= proxy.injected["drop"] and len(retries) == sum(seen.values()), (retries, proxy.injected)
     ds = xr.open_zarr(tmp_path / "s.zarr", zarr_format=3)
     for name, array in flaky_source.items():
         np.testing.assert_array_equal(ds[name].values, array)
@@ -64,3 +82,45 @@ def test_persistent_failure_stops_clearly_and_resumes(flaky_source, s3_endpoint,
     ds = xr.open_zarr(dest, zarr_format=3)
     for name, array in flaky_source.items():
         np.testing.assert_array_equal(ds[name].values, array)
+
+
+def _client_error(code: str, status: int) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+
+def _translated(error: Exception) -> OSError:
+    """``error`` as s3fs hands it on (an OSError raised from it)."""
+    try:
+        raise OSError(5, str(error)) from error
+    except OSError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (_client_error("SlowDown", 503), True),
+        (_translated(_client_error("InternalError", 500)), True),
+        (_client_error("NoSuchKey", 404), False),
+        (_client_error("AccessDenied", 403), False),
+        (_translated(_client_error("InvalidRange", 416)), False),
+        (ValueError("a bug"), False),
+        (TypeError("a bug"), False),
+    ],
+)
+def test_only_named_transient_failures_are_retried(error, transient, tmp_path):
+    assert is_transient(error) is transient
+    source = Source(str(tmp_path), retries=2)
+    calls = []
+
+    def failing() -> bytes:
+        calls.append(1)
+        raise error
+
+    with pytest.raises((DmstoreError, ValueError, TypeError)):
+        source.retrying("k", failing)
+    assert len(calls) == (3 if transient else 1)

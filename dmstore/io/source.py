@@ -6,6 +6,7 @@ Keys follow the bucket: ``{dataset}/data/{kind}_{pct}pct.npy`` and
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,11 +24,48 @@ PUBLISHED_BUCKET = "madrylab-datamodels"
 # seconds before the first retry of a failed read, doubling up to MAX_BACKOFF
 BACKOFF = 0.25
 MAX_BACKOFF = 8.0
+#: Failures that may pass on another try, by the names of their types (botocore, urllib3, aiohttp
+#: and the standard library each raise their own; a name matches a type or any of its bases).
+TRANSIENT_TYPES = frozenset(
+    {
+        "ConnectionError",  # the standard library's: resets, refusals, broken pipes, short reads
+        "TimeoutError",
+        "HTTPClientError",  # botocore: ConnectionClosedError, ReadTimeoutError, EndpointConnectionError...
+        "IncompleteRead",
+        "IncompleteReadError",
+        "ResponseStreamingError",
+        "ClientPayloadError",  # aiohttp: a body cut short
+        "ClientConnectionError",
+        "ProtocolError",
+    }
+)
+#: S3 error codes that mean "try again later".
+TRANSIENT_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling"})
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class TransientError(Exception):
     """A read failure that may pass: retried, then reported as a DmstoreError."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is a failure that may pass on another
+    try: a named connection, timeout or truncation error, or an S3 answer with a 5xx status or a
+    slow-down code. Anything else (a missing key, a denied request, a programming error) is not."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if any(kind.__name__ in TRANSIENT_TYPES for kind in type(link).__mro__):
+            return True
+        error = getattr(link, "response", None)
+        if isinstance(error, dict):
+            status = error.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if error.get("Error", {}).get("Code") in TRANSIENT_CODES or int(status) >= 500:
+                return True
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def data_key(dataset: str, kind: str, pct: int) -> str:
@@ -85,7 +123,19 @@ class Source:
                 options.setdefault("endpoint_url", endpoint)
             # a fresh, unshared instance: s3fs caches instances and their open connections
             options.setdefault("skip_instance_cache", True)
-        return fsspec.filesystem(self.protocol, **options)
+            # one retry layer, dmstore's (``retrying``): botocore and s3fs each try once
+            config = dict(options.get("config_kwargs") or {})
+            config.setdefault("retries", {"total_max_attempts": 1})
+            options["config_kwargs"] = config
+        fs = fsspec.filesystem(self.protocol, **options)
+        if self.protocol == "s3":
+            fs.retries = 1  # s3fs's own retry loop (a class attribute, not a constructor option)
+        return fs
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a worker builds its own ``fs``: a pickled s3fs instance would come back with s3fs's
+        # default retry loop (stacked on dmstore's) and the sender's connections
+        return {k: v for k, v in self.__dict__.items() if k != "fs"}
 
     def path(self, key: str) -> str:
         """Full path of ``key`` for ``fs``."""
@@ -112,15 +162,26 @@ class Source:
         return self.retrying(key, ranged)
 
     def retrying(self, key: str, call: Callable[[], T]) -> T:
-        """Run ``call``; retry transient faults (dropped connections, 5xx, SlowDown, short reads)
-        ``retries`` times with exponential backoff, then stop with one clear line (exit code 1)."""
+        """Run ``call``; retry transient faults (:func:`is_transient`: dropped connections, 5xx,
+        SlowDown, short reads) ``retries`` times with exponential backoff, each retry logged as a
+        warning, then stop with one clear line (exit code 1). Other failures stop at once."""
         for attempt in range(self.retries + 1):
             try:
                 with self.errors(key):
                     return call()
             except TransientError as exc:
                 fault = exc
-                time.sleep(min(MAX_BACKOFF, BACKOFF * 2**attempt))
+                if attempt < self.retries:
+                    wait = min(MAX_BACKOFF, BACKOFF * 2**attempt)
+                    logger.warning(
+                        "reading %s: %s; retry %d of %d in %.2f s",
+                        self.describe(key),
+                        exc,
+                        attempt + 1,
+                        self.retries,
+                        wait,
+                    )
+                    time.sleep(wait)
         raise DmstoreError(
             f"reading {self.describe(key)} failed {self.retries + 1} times ({fault}); "
             "the store keeps every finished band: run the same command again to resume",
@@ -166,4 +227,8 @@ class Source:
                     f"no AWS credentials to read {where}: run `aws configure`, set AWS_PROFILE or "
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
                 ) from exc
-            raise TransientError(f"{name}: {exc}") from exc
+            if is_transient(exc):
+                raise TransientError(f"{name}: {exc}") from exc
+            if isinstance(exc, OSError) or isinstance(getattr(exc, "response", None), dict):
+                raise DmstoreError(f"reading {where} failed ({name}: {exc})", exit_code=1) from exc
+            raise  # not a storage failure: a bug, shown as one
