@@ -313,7 +313,7 @@ def baseline(job: dict) -> dict:
     from dmstore.cli import build_parser
     from dmstore.io.cluster import dask_client
 
-    build_parser()
+    build_parser("convert")
     with dask_client(n_workers=job["workers"]) as client:
         client.run(importlib.import_module, "dmstore.conversion.convert")
         time.sleep(1)

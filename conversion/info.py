@@ -14,6 +14,8 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
         root = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise DmstoreError(f"no store at {dest}: check the path") from exc
+    except zarr.errors.ContainsArrayError as exc:
+        raise DmstoreError(f"{dest} is a single Zarr array, not a dmstore store: give the store's folder") from exc
     attrs = root.attrs.asdict()
     lines = [
         f"{dest}: {attrs.get('dataset', '?')} {attrs.get('pct', '?')}% "

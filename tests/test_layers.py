@@ -5,9 +5,13 @@ see ``dmstore.conversion``, which lives in the top-level ``conversion/`` folder,
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"io": 0, "conversion": 1, "fitting": 1, "analysis": 1, "experiment": 2, "cli": 3}
@@ -56,3 +60,38 @@ def test_every_module_is_in_a_layer():
         "dmstore.errors",
     }
     assert not loose, f"modules outside the layers: {sorted(loose)}"
+
+
+HEAVY = ("dask.array", "scipy", "matplotlib", "sklearn", "torch", "distributed")
+
+
+def loaded_after(code: str) -> dict:
+    """What running ``code`` in a fresh interpreter leaves loaded and changed (the heavy packages,
+    the warning filters dmstore sets: xarray's own are set before)."""
+    probe = f"""
+import json, sys, warnings
+import xarray
+filters = list(warnings.filters)
+{code}
+print(json.dumps({{
+    "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+    "filters_changed": list(warnings.filters) != filters,
+}}))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_import_and_the_cli_start_with_only_what_they_need(tmp_path):
+    # import dmstore: the API is loaded on first use; nothing global changes
+    assert loaded_after("import dmstore") == {"heavy": [], "filters_changed": False}
+    # the command list, and a command, import only that command's modules
+    help_ = "from dmstore.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    assert loaded_after(help_)["heavy"] == []
+    store = tmp_path / "s.zarr"
+    zarr.open_group(store, mode="w", zarr_format=3).create_array("train_margins", shape=(4, 3), dtype="f2")
+    info = f"from dmstore.cli import main\nmain(['info', {str(store)!r}])"
+    assert loaded_after(info)["heavy"] == []
+    # and the API and the accessor load when used
+    used = "import dmstore, xarray as xr\ndmstore.fit\nxr.Dataset().dm"
+    assert set(loaded_after(used)["heavy"]) >= {"dask.array", "scipy"}

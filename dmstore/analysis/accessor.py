@@ -1,4 +1,5 @@
-"""``ds.dm``: datamodel queries on a Dataset opened with ``dmstore.open``."""
+"""``ds.dm``: datamodel queries on a Dataset opened with ``dmstore.open`` (``import dmstore``
+registers it on xarray Datasets and loads this module on first use)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from dmstore.errors import DmstoreError
 from dmstore.io.datamodels import read_datamodels
 
 
-@xr.register_dataset_accessor("dm")
 class DatamodelsAccessor:
     """Datamodel queries: ``ds.dm.datamodels("test")``, ``ds.dm.top_influencers(test=17)``, ...
 

@@ -15,29 +15,46 @@ import sys
 from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 
-# command modules, in the order ``dmstore --help`` lists them
-COMMANDS = (
-    "catalog", "convert", "info", "verify", "export", "create", "status", "compact", "example", "fit", "evaluate",
-    "curve", "stats", "demo",
-)
+# each command (its module in this package) and its line in ``dmstore --help``, in that order
+COMMANDS = {
+    "catalog": "list the published files, their sizes and download cost",
+    "convert": "stream published .npy matrices into a sharded Zarr v3 store",
+    "info": "what a store holds, its layout and compression",
+    "verify": "re-check every band of a store against its checksum",
+    "export": "write datamodels as a .pt file in the published format",
+    "create": "create an empty experiment store for training runs to write into",
+    "status": "which model slots of an experiment store are written and which are missing",
+    "compact": "fold the written models of an experiment store into its shards",
+    "example": "train a real, small datamodels experiment offline, in the bucket's layout",
+    "fit": "estimate datamodels (LASSO) out of core, on numpy or CuPy, locally or on Dask",
+    "evaluate": "score datamodels or any attribution scores on the held-out evaluation models (LDS)",
+    "curve": "the learning curve: LDS against the number of models the datamodels are fitted on",
+    "stats": "per-example summaries of a store (margins, masks, influence)",
+    "demo": "run example -> convert -> fit -> evaluate end to end (a few minutes)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``dmstore`` parser with every command registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``dmstore`` parser; only ``command``'s module is imported and its options registered
+    (the others are listed by name), so that a command starts without importing the rest."""
     parser = argparse.ArgumentParser(
         prog="dmstore",
         description="A Zarr/Dask store and out-of-core analysis for datamodels data.",
     )
     parser.add_argument("--version", action="version", version=f"dmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"dmstore.cli.{name}").register(subparsers)
+    for name, summary in COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"dmstore.cli.{name}").register(subparsers, summary)
+        else:
+            subparsers.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``dmstore``; a :class:`DmstoreError` becomes one line on stderr and its exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((arg for arg in argv if not arg.startswith("-")), None))
     args = parser.parse_args(argv)
     _log_to_stderr()
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dmstore.io.catalog import format_catalog
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "catalog",
-        help="list the published files, their sizes and download cost",
+        help=summary,
         description="List every published file with its size and its S3 download cost.",
     )
     parser.set_defaults(func=run)

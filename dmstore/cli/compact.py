@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "compact",
-        help="fold the written models of an experiment store into its shards",
+        help=summary,
         description="Write every shard row-block of an experiment store whose models are all written, with the "
         "bytes dmstore convert writes, and delete the segments folded. Safe to run while writers write, and "
         "to interrupt: run it again.",

@@ -6,10 +6,10 @@ from dmstore.cli.common import add_memory_option, add_scheduler_option, add_sour
 from dmstore.conversion.convert import ARRAY_GROUPS, DEFAULT_ARRAYS, convert
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="stream published .npy matrices into a sharded Zarr v3 store",
+        help=summary,
         description="Stream the published matrices (S3, any fsspec URL or a local folder in the bucket's layout) "
         "into a compressed, sharded, labelled Zarr v3 store. Bounded memory; re-run the same command to resume.",
     )

@@ -7,10 +7,10 @@ import argparse
 from dmstore.errors import DmstoreError
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "create",
-        help="create an empty experiment store for training runs to write into",
+        help=summary,
         description="Create an experiment store: the arrays of a converted store, empty, with MODELS model "
         "slots. Training runs write their rows with dmstore.writer(STORE) (any number at once, local or S3); "
         "`dmstore status` lists what is missing, `dmstore compact` folds written rows into the shards.",

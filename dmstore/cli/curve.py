@@ -8,10 +8,10 @@ from dmstore.errors import DmstoreError
 from dmstore.experiment.curve import learning_curve
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "curve",
-        help="the learning curve: LDS against the number of models the datamodels are fitted on",
+        help=summary,
         description="Fit the datamodels on the first N fit models for growing N and score each fit on the "
         "evaluation models (LDS with its interval; with replicated evaluation masks also the averaged LDS and "
         "the noise ceiling). The persisted statistics grow with N, so each size reads only the models added. "

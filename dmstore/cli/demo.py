@@ -5,10 +5,10 @@ from __future__ import annotations
 from dmstore.experiment.demo import demo
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run example -> convert -> fit -> evaluate end to end (a few minutes)",
+        help=summary,
         description="Build the real digits example, convert it into a store, fit datamodels, evaluate them on "
         "held-out models and plot the results, explaining each step.",
     )

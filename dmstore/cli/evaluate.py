@@ -9,10 +9,10 @@ from dmstore.cli.common import add_memory_option, add_scheduler_option, written_
 from dmstore.io.budget import parse_budget
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="score datamodels or any attribution scores on the held-out evaluation models (LDS)",
+        help=summary,
         description="Predict the margins of the evaluation models (split == eval) with the store's datamodels "
         "(mask @ weight + bias), or with --scores, and compare them with the true margins: per target Spearman "
         "and Pearson correlation across models and the MSE; the LDS is the mean Spearman, with bootstrap "

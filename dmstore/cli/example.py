@@ -8,10 +8,10 @@ from dmstore.experiment.example import BATCH_MODELS, KINDS, make_example
 from dmstore.io.datasets import DATASETS
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "example",
-        help="train a real, small datamodels experiment offline, in the bucket's layout",
+        help=summary,
         description="Train many small MLPs, each on its own random PCT% subset of a bundled dataset's "
         "training examples (nothing is downloaded), and write OUT/DATASET/data/{"
         + ",".join(KINDS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dmstore.conversion.torchio import export_datamodels
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write datamodels as a .pt file in the published format",
+        help=summary,
         description="Write datamodels/{target} as a .pt dict of weight [N_train x N], bias, lam.",
     )
     parser.add_argument("store", help="store path or URL")

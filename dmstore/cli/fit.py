@@ -32,10 +32,10 @@ def parse_val_models(text: str) -> float:
         raise DmstoreError(f"--val-models {text!r} is neither a fraction (0.1) nor a count (1000)") from exc
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "fit",
-        help="estimate datamodels (LASSO) out of core, on numpy or CuPy, locally or on Dask",
+        help=summary,
         description="Estimate the datamodels of a store's target examples: for each target, a LASSO of its "
         "margins on the training masks over the fit models (split == fit; the evaluation models are never "
         "read). Passes over the masks persist the sufficient statistics in the store (group moments/, reused by "

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dmstore.conversion.info import describe
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "info",
-        help="what a store holds, its layout and compression",
+        help=summary,
         description="Summarise a store: arrays, chunks, shards, compression, datamodels.",
     )
     parser.add_argument("store", help="store path or URL")

@@ -9,10 +9,10 @@ from dmstore.cli.common import add_memory_option, add_scheduler_option, written_
 from dmstore.io.rows import MODEL_SETS
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "stats",
-        help="per-example summaries of a store (margins, masks, influence)",
+        help=summary,
         description="One out-of-core pass over the store: per example the mean, variance and accuracy "
         "(margin > 0) of its margins; per training example the share of subsets holding it (checked against "
         "the subsampling fraction pct); optionally the difference-of-means influence of every training "

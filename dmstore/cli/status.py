@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "status",
-        help="which model slots of an experiment store are written and which are missing",
+        help=summary,
         description="List the written and missing model slots of an experiment store. With --missing, print "
         "the missing model numbers one per line, to resubmit exactly those (e.g. to a job array).",
     )

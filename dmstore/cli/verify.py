@@ -6,10 +6,10 @@ from dmstore.cli.common import add_memory_option, add_scheduler_option, add_sour
 from dmstore.conversion.verify import verify
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
         "verify",
-        help="re-check every band of a store against its checksum",
+        help=summary,
         description="Re-read every band and compare it with the checksum recorded at "
         "conversion; with --source, also with the source's bytes. Exit code 1 if any differ.",
     )
