@@ -25,7 +25,7 @@ from dmstore.conversion.verify import verify
 from tqdm.auto import tqdm
 
 from dmstore.errors import DmstoreError
-from dmstore.io import catalog, store
+from dmstore.io import catalog, labels, store
 from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, parse_budget
 from dmstore.io.cluster import budget_client, dask_client
 from dmstore.io.lock import store_lock
@@ -323,8 +323,8 @@ def _forget_damaged(plan: ConversionPlan, scheduler, dest_options: dict | None, 
 
 def _coords(plan: ConversionPlan) -> dict:
     model = np.arange(*plan.rows, dtype=np.int64)
-    split = np.where((model >= plan.eval_rows[0]) & (model < plan.eval_rows[1]), "eval", "fit").astype(object)
-    coords = {"model": model, "split": ("model", split)}
+    split = np.where((model >= plan.eval_rows[0]) & (model < plan.eval_rows[1]), "eval", "fit")
+    coords = {"model": model, "split": labels.encode("model", split, labels.MODEL_SPLITS)}
     for name, header in plan.headers.items():
         axis = name.split("_", 1)[0]
         coords[axis] = np.arange(header.shape[1], dtype=np.int64)
@@ -334,10 +334,8 @@ def _coords(plan: ConversionPlan) -> dict:
                 if plan.dataset in catalog.catalog()["datasets"]
                 else None
             )
-            coords["class"] = np.array(
-                names if names and len(names) == header.shape[2] else [str(c) for c in range(header.shape[2])],
-                dtype=object,
-            )
+            names = names if names and len(names) == header.shape[2] else [str(c) for c in range(header.shape[2])]
+            coords["class"] = labels.encode("class", names, names)
     return coords
 
 

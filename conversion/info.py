@@ -5,6 +5,7 @@ from __future__ import annotations
 import zarr
 
 from dmstore.errors import DmstoreError
+from dmstore.io import labels
 from dmstore.io.dataset import as_store, known_warnings
 
 
@@ -39,6 +40,8 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
         )
     if "split" in root:
         split = root["split"][:]
+        if "flag_meanings" in root["split"].attrs:
+            split = labels.labels_of(split, root["split"].attrs["flag_meanings"])
         lines.append(f"  models: {int((split == 'fit').sum()):,} fit, {int((split == 'eval').sum()):,} eval")
     groups = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r", use_consolidated=False)
     if "moments" in groups:

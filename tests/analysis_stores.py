@@ -19,6 +19,7 @@ import xarray as xr
 import zarr
 from matplotlib.image import imread
 
+import dmstore
 from dmstore.io.datamodels import write_datamodels
 
 ROOT = Path(tempfile.mkdtemp(prefix="dmstore-analysis-"))
@@ -107,7 +108,7 @@ def example_store() -> Path:
     folder = make_example(ROOT / "example", "digits", pct=50, models=150, eval_models=150, progress=False)
     path = ROOT / "example.zarr"
     convert(str(folder.parent), str(path), "digits", 50, eval_rows=150, progress=False, max_memory="1GB")
-    ds = xr.open_zarr(path)
+    ds = dmstore.open(path)
     fit = ds["split"].values == "fit"
     weight, bias = ridge(ds["train_masks"].values[fit], ds["test_margins"].values[fit].astype(np.float32))
     write_datamodels(str(path), "test", weight, bias, np.full(bias.size, 10.0), attrs={"method": "ridge (tests)"})

@@ -67,6 +67,23 @@ def test_model_range_and_logits(tmp_path):
     np.testing.assert_array_equal(ds.model.values, np.arange(700, 2900))
     assert int((ds.split == "eval").sum()) == 400  # rows 2500:2900 of the evaluation rows 2500:3000
     assert ds.train_logits.dims == ("model", "train", "class")
+    assert list(ds["class"].values) == [str(c) for c in range(arrays["train_logits"].shape[2])]
+    assert_tensorstore_reads(dest)
+
+
+def assert_tensorstore_reads(dest: str) -> None:
+    """Another Zarr v3 implementation (tensorstore, C++) reads every array and coordinate of the
+    store as zarr-python does: only data types and codecs the spec defines are used."""
+    import tensorstore as ts
+
+    root = zarr.open_group(dest, mode="r")
+    names = sorted(name for name, _ in root.arrays())
+    assert {"train_masks", "train_logits", "split", "class", "model"} <= set(names)
+    for name in names:
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{dest}/{name}/"}}
+        np.testing.assert_array_equal(ts.open(spec, open=True).result().read().result(), root[name][...])
+    # the labels of the codes, CF's way
+    assert root["split"].attrs["flag_meanings"] == "fit eval" and root["split"].dtype == np.uint8
 
 
 def test_s3_source_on_a_local_cluster(s3_client, tmp_path):

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
+import dmstore
 from dmstore.analysis.evaluate import BYTES_PER_CELL, evaluate, target_batch
 from dmstore.analysis.lds import target_scores
 from dmstore.cli import main
@@ -141,7 +142,7 @@ def test_evaluate_train_datamodels(client):
 
 def test_evaluate_real_example_on_worker_processes(client, tmp_path):
     path = example_store()
-    ds = xr.open_zarr(path)
+    ds = dmstore.open(path)
     dm = xr.open_zarr(path, group="datamodels/test")
     eval_rows = ds["split"].values == "eval"
     result = evaluate(str(path), scheduler=client, plot=tmp_path / "example.png", progress=False)

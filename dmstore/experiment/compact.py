@@ -208,7 +208,8 @@ def grow(store: str, models: int, storage_options: dict | None = None) -> None:
             root["model"][old:] = np.arange(old, models)
             split = root["split"]
             split.resize((models,))
-            split[old:] = np.full(models - old, "fit", dtype=object)
+            coded = "flag_meanings" in split.attrs  # a store from before the codes keeps strings
+            split[old:] = np.full(models - old, 0 if coded else "fit", dtype=np.uint8 if coded else object)
         spec = {**spec, "models": models}
         plan = dict((layout.root_attrs(store, storage_options) or {}).get("dmstore_plan", {}))
         plan["rows"] = [0, models]

@@ -20,6 +20,7 @@ from zarr.codecs import Crc32cCodec
 from dmstore._version import __version__
 from dmstore.conversion.plan import ArrayPlan, plan_array
 from dmstore.errors import DmstoreError
+from dmstore.io import labels
 from dmstore.io import store as layout
 from dmstore.io.dataset import as_store, consolidate
 
@@ -83,11 +84,12 @@ def create(
         raise DmstoreError(f"{store} already exists: choose a new path for the experiment store (nothing was changed)")
     plans = array_plans(train, test, models, n_classes)
     model = np.arange(models, dtype=np.int64)
-    split = np.where(model >= models - eval_models, "eval", "fit").astype(object)
-    coords: dict[str, Any] = {"model": model, "split": ("model", split)}
+    split = np.where(model >= models - eval_models, "eval", "fit")
+    coords: dict[str, Any] = {"model": model, "split": labels.encode("model", split, labels.MODEL_SPLITS)}
     coords |= {"train": np.arange(train, dtype=np.int64), "test": np.arange(test, dtype=np.int64)}
     if n_classes:
-        coords["class"] = np.array(names or [str(c) for c in range(n_classes)], dtype=object)
+        names = names or [str(c) for c in range(n_classes)]
+        coords["class"] = labels.encode("class", names, names)
     spec = {
         "models": models,
         "arrays": {p.name: {"shape": list(p.shape[1:]), "dtype": p.dtype.str} for p in plans},

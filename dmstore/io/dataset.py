@@ -14,6 +14,7 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from dmstore.errors import DmstoreError
+from dmstore.io import labels
 
 
 @contextmanager
@@ -85,6 +86,7 @@ def open(store: Any, *, storage_options: dict | None = None, group: str | None =
         storage_options=storage_options,
         mask_and_scale=False,
     )
+    ds = labels.decode(ds)
     if group is None:
         ds = _checked(ds, store, storage_options)
     # where the Dataset came from, for the ``ds.dm`` accessor to find the datamodels groups
