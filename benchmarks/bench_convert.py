@@ -1,6 +1,6 @@
 """Throughput, peak memory, compression and S3 query speed of ``dmstore convert`` (issue 2).
 
-Usage: python benchmarks/bench_convert.py [--size 2.8] [--small 1.0] [--repeat 3] [--data /work/bench-data]
+Usage: python benchmarks/bench_convert.py [--size 5.6] [--small 2.8] [--repeat 3] [--data /work/bench-data]
 
 Generates once, under ``--data``, masks+margins sources in the bucket's layout: M models x 20,000
 train examples (masks random bool at 50%, margins float16 drawn from N(1, 2), i.e. loc 1, scale 2)
@@ -11,8 +11,12 @@ by side, best of ``--repeat`` (runs interleaved, source files warm in the page c
 - naive: what a user would otherwise write: ``da.from_array(np.load(path, mmap_mode="r"),
   chunks=shards).to_zarr(...)`` with the chunks, shards and codecs dmstore wrote, Dask's default
   threaded scheduler;
-- limit: the machine's limit: read the same bands from the files and encode every inner chunk with
-  the same codecs on all cores (a thread pool over bands), output discarded.
+- limit: the machine's limit: read the same bands from the files, encode every inner chunk with
+  the same codecs and write the encoded bytes to files on the same disk, on all cores (a thread
+  pool over bands).
+
+The marginal rate (MB/s between the two sizes, default 2.8 and 5.6 GB) leaves out each run's fixed
+cost (start-up, the store's metadata).
 
 Each runs as a child process; the RSS of its whole process tree (driver and workers) is sampled
 every 50 ms. Also measured: the resident-memory constants of ``dmstore.conversion.plan``, the compression
@@ -25,7 +29,6 @@ Prints tables; writes ``bench-out/bench_convert.json`` and ``bench-out/convert_m
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
 import json
 import os
@@ -254,7 +257,8 @@ def naive(job: dict) -> dict:
 
 
 def limit(job: dict) -> dict:
-    """Read every band from its file and encode each inner chunk with the store's codecs, on all cores."""
+    """Read every band from its file, encode each inner chunk with the store's codecs and write the
+    encoded bytes to a file on the same disk, on all cores (a thread pool over bands)."""
     import google_crc32c
     from numcodecs import Blosc
 
@@ -265,11 +269,11 @@ def limit(job: dict) -> dict:
         codec = Blosc.from_config({**blosc, "shuffle": shuffles[blosc["shuffle"]]})
         crc = any(c["name"] == "crc32c" for c in compressors)
 
-        def encode(chunk: np.ndarray) -> int:
+        def encode(chunk: np.ndarray) -> bytes:
             encoded = codec.encode(chunk)
             if crc:
-                google_crc32c.value(encoded)
-            return len(encoded) + 4 * crc
+                encoded += np.uint32(google_crc32c.value(encoded)).tobytes()
+            return encoded
 
         return encode
 
@@ -287,16 +291,18 @@ def limit(job: dict) -> dict:
         band = np.frombuffer(buffer, dtype=dtype).reshape(stop - start, cols)
         chunk_rows, chunk_cols = a["chunks"]
         stored = 0
-        for col in range(0, cols, chunk_cols):
-            part = band[:, col : col + chunk_cols]
-            if part.shape == (chunk_rows, chunk_cols):
-                chunk = np.ascontiguousarray(part)
-            else:  # zarr pads edge chunks to the full chunk shape
-                chunk = np.zeros((chunk_rows, chunk_cols), dtype=dtype)
-                chunk[: part.shape[0], : part.shape[1]] = part
-            stored += encode(chunk)
+        with open(Path(job["dest"]) / f"{a['name']}-{start}", "wb") as out:  # the encoded band, on the same disk
+            for col in range(0, cols, chunk_cols):
+                part = band[:, col : col + chunk_cols]
+                if part.shape == (chunk_rows, chunk_cols):
+                    chunk = np.ascontiguousarray(part)
+                else:  # zarr pads edge chunks to the full chunk shape
+                    chunk = np.zeros((chunk_rows, chunk_cols), dtype=dtype)
+                    chunk[: part.shape[0], : part.shape[1]] = part
+                stored += out.write(encode(chunk))
         return stored
 
+    Path(job["dest"]).mkdir(parents=True, exist_ok=True)
     tasks = [
         (a, encoder(a["compressors"]), start)
         for a in job["arrays"]
@@ -308,17 +314,15 @@ def limit(job: dict) -> dict:
 
 
 def baseline(job: dict) -> dict:
-    """Resident bytes of the driver (CLI loaded, local cluster up) and of idle workers that loaded "
-    "dmstore.conversion.convert."""
+    """Resident bytes of the process with the convert command loaded and its in-process cluster of
+    threads up, before any band is read."""
     from dmstore.cli import build_parser
     from dmstore.io.cluster import dask_client
 
     build_parser("convert")
-    with dask_client(n_workers=job["workers"]) as client:
-        client.run(importlib.import_module, "dmstore.conversion.convert")
+    with dask_client(None, n_workers=job["threads"], threads=True):
         time.sleep(1)
-        workers = client.run(lambda: psutil.Process().memory_info().rss)
-        return {"driver": psutil.Process().memory_info().rss, "workers": sorted(workers.values())}
+        return {"driver": psutil.Process().memory_info().rss}
 
 
 CHILDREN = {"naive": naive, "limit": limit, "baseline": baseline}
@@ -398,33 +402,28 @@ def convert_runs(folder: Path, work: Path, repeat: int, max_memory: str, keep: P
     }
 
 
-def constants(work: Path, big: dict, workers: int) -> dict:
-    """DRIVER_BYTES, WORKER_BYTES and BAND_MEMORY_FACTOR as measured, next to dmstore's."""
+def constants(work: Path, big: dict, max_memory: str) -> dict:
+    """DRIVER_BYTES and BAND_MEMORY_FACTOR as measured, next to dmstore's (the bands run on threads
+    of the one process)."""
     from dmstore.conversion import plan
 
     from dmstore.io import budget
 
-    job = work / "baseline.json"
-    job.write_text(json.dumps({"workers": workers}))
-    base = run_child([sys.executable, __file__, "--child", "baseline", "--job", str(job)])["result"]
-    worker_base = max(base["workers"])
     band_bytes = max(big["layout"][name]["shards"][0] * cols * dtype.itemsize for name, (cols, dtype) in KINDS.items())
+    threads = plan.threads_for(budget.parse_budget(max_memory), band_bytes, os.cpu_count() or 1)
+    job = work / "baseline.json"
+    job.write_text(json.dumps({"threads": threads}))
+    base = run_child([sys.executable, __file__, "--child", "baseline", "--job", str(job)])["result"]
     procs = big["dmstore_processes"]
     driver_peak = max(p["peak"] for p in procs if p["role"] == "driver")
-    worker_peak = max(p["peak"] for p in procs if p["role"] == "worker")
     return {
         "driver_idle": base["driver"],
         "driver_peak": driver_peak,
-        "worker_idle": worker_base,
-        "worker_peak": worker_peak,
+        "threads": threads,
         "largest_band_bytes": band_bytes,
-        "band_memory_factor": (worker_peak - worker_base) / band_bytes,
-        "workers": sum(p["role"] == "worker" for p in procs),
-        "plan": {
-            "DRIVER_BYTES": budget.DRIVER_BYTES,
-            "WORKER_BYTES": budget.WORKER_BYTES,
-            "BAND_MEMORY_FACTOR": plan.BAND_MEMORY_FACTOR,
-        },
+        "band_memory_factor": (driver_peak - base["driver"]) / (threads * band_bytes),
+        "worker_processes": sum(p["role"] == "worker" for p in procs),
+        "plan": {"DRIVER_BYTES": budget.DRIVER_BYTES, "BAND_MEMORY_FACTOR": plan.BAND_MEMORY_FACTOR},
     }
 
 
@@ -575,16 +574,20 @@ def report(results: dict) -> None:
                 f"{run['peak_rss'][m] / 1e9:12.2f}   {runs}"
             )
         print(f"{'':>10} dmstore = {run['vs_naive']:.2f}x naive, {run['vs_limit']:.2f}x limit")
+    if "marginal_mb_per_s" in results:
+        rates = results["marginal_mb_per_s"]
+        print(
+            "marginal rate (MB/s between the two sizes): "
+            + ", ".join(f"{m} {rates[m]:.0f}" for m in METHODS)
+            + f"; dmstore = {rates['dmstore'] / rates['limit']:.2f}x limit"
+        )
     c = results["constants"]
     print("\n== memory constants of dmstore.conversion.plan (measured vs plan)")
     print(
-        f"driver: idle {c['driver_idle'] / 2**20:.0f} MiB, peak {c['driver_peak'] / 2**20:.0f} MiB "
-        f"(DRIVER_BYTES {c['plan']['DRIVER_BYTES'] / 2**20:.0f} MiB)"
-    )
-    print(
-        f"worker: idle {c['worker_idle'] / 2**20:.0f} MiB (WORKER_BYTES {c['plan']['WORKER_BYTES'] / 2**20:.0f} MiB), "
-        f"peak {c['worker_peak'] / 2**20:.0f} MiB with bands of {c['largest_band_bytes'] / 2**20:.0f} MiB: "
-        f"{c['band_memory_factor']:.2f} per band byte (BAND_MEMORY_FACTOR {c['plan']['BAND_MEMORY_FACTOR']})"
+        f"process: idle {c['driver_idle'] / 2**20:.0f} MiB (DRIVER_BYTES {c['plan']['DRIVER_BYTES'] / 2**20:.0f} MiB), "
+        f"peak {c['driver_peak'] / 2**20:.0f} MiB with {c['threads']} threads on bands of "
+        f"{c['largest_band_bytes'] / 2**20:.0f} MiB: {c['band_memory_factor']:.2f} per band byte "
+        f"(BAND_MEMORY_FACTOR {c['plan']['BAND_MEMORY_FACTOR']}); worker processes: {c['worker_processes']}"
     )
     print("\n== compression of the store (dmstore info / zarr nbytes_stored)")
     for name, v in results["compression"].items():
@@ -606,8 +609,8 @@ def report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=float, default=2.8, help="GB of masks+margins of the main source")
-    parser.add_argument("--small", type=float, default=1.0, help="GB of the second source (0: none)")
+    parser.add_argument("--size", type=float, default=5.6, help="GB of masks+margins of the main source")
+    parser.add_argument("--small", type=float, default=2.8, help="GB of the second source (0: none)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-memory", default="2GB")
     parser.add_argument(
@@ -639,8 +642,13 @@ def main() -> None:
         )
     big = results["runs"][f"{args.size:g}GB"]
     store = work / f"store-{args.size:g}GB.zarr"
-    workers = sum(p["role"] == "worker" for p in big["dmstore_processes"])
-    results["constants"] = constants(work, big, workers)
+    results["constants"] = constants(work, big, args.max_memory)
+    if len(sizes) == 2:  # the marginal rate: what one more GB costs, without the fixed cost of a run
+        small, large = (results["runs"][f"{size:g}GB"] for size in sizes)
+        added = large["source_bytes"] - small["source_bytes"]
+        results["marginal_mb_per_s"] = {
+            m: added / (large["best_seconds"][m] - small["best_seconds"][m]) / 1e6 for m in METHODS
+        }
     results["compression"] = compression(store)
     from dmstore.conversion.info import describe
 

@@ -19,7 +19,7 @@ from dmstore.conversion.plan import (
     ArrayPlan,
     parse_rows,
     plan_array,
-    workers_for,
+    threads_for,
 )
 from dmstore.conversion.verify import verify
 from tqdm.auto import tqdm
@@ -108,7 +108,7 @@ class ConversionPlan:
             else f"  read {self.nbytes / 2**30:.2f} GB"
         )
         lines.append(
-            f"  store about {self.store_bytes / 2**30:.2f} GB; {self.n_workers} worker(s), peak memory within "
+            f"  store about {self.store_bytes / 2**30:.2f} GB; {self.n_workers} band(s) at once, peak memory within "
             f"{self.max_memory / 2**30:.2f} GB"
         )
         return "\n".join(lines)
@@ -155,7 +155,7 @@ def plan_conversion(
             )
     budget = parse_budget(max_memory)
     largest = max((p.band_bytes for p in plans), default=0)
-    n_workers = workers_for(budget, largest, cores or os.cpu_count() or 1) if plans else 1
+    n_workers = threads_for(budget, largest, cores or os.cpu_count() or 1) if plans else 1
     return ConversionPlan(
         source, dest, dataset, pct, n_models, rows, eval_range, plans, headers, datamodels, n_workers, budget
     )
@@ -213,7 +213,11 @@ def convert(
                 _create(plan, dest_storage_options)
             largest = max((p.band_bytes for p in plan.arrays), default=0)
             with budget_client(  # verify, repair and bands within one budget
-                scheduler, plan.max_memory, driver=DRIVER_BYTES, worker=WORKER_BYTES + BAND_MEMORY_FACTOR * largest
+                scheduler,
+                plan.max_memory,
+                driver=DRIVER_BYTES,
+                worker=WORKER_BYTES + BAND_MEMORY_FACTOR * largest,
+                threads=True,
             ) as client:
                 if attrs is not None and attrs.get("dmstore_status") == "complete":
                     _forget_damaged(plan, client, dest_storage_options, progress)

@@ -15,7 +15,7 @@ from math import prod
 import numpy as np
 
 from dmstore.errors import DmstoreError
-from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, local_workers
+from dmstore.io.budget import DRIVER_BYTES, local_workers
 
 # Rows of an inner chunk and of a shard, at most: one band of models.
 MAX_BAND_ROWS = 2048
@@ -107,12 +107,13 @@ def plan_array(name: str, shape: tuple[int, ...], dtype: np.dtype, rows: tuple[i
     )
 
 
-def workers_for(max_memory: int, band_bytes: int, cores: int) -> int:
-    """Worker processes that keep the whole conversion within ``max_memory`` bytes.
+def threads_for(max_memory: int, band_bytes: int, cores: int) -> int:
+    """Bands converted at once (threads of this process, at most one per core) within
+    ``max_memory`` bytes in all.
 
-    Each worker holds one band at a time (``BAND_MEMORY_FACTOR`` x ``band_bytes`` at peak).
+    Each thread holds one band at a time (``BAND_MEMORY_FACTOR`` x ``band_bytes`` at peak).
     """
-    return local_workers(max_memory, DRIVER_BYTES, WORKER_BYTES + BAND_MEMORY_FACTOR * band_bytes, cores)
+    return local_workers(max_memory, DRIVER_BYTES, BAND_MEMORY_FACTOR * band_bytes, cores)
 
 
 def parse_rows(text: str | None, models: int, flag: str = "--models") -> tuple[int, int]:

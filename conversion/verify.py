@@ -102,6 +102,7 @@ def verify(
             parse_budget(max_memory),
             driver=DRIVER_BYTES,
             worker=WORKER_BYTES + int(BAND_MEMORY_FACTOR * largest),
+            threads=True,
         ) as client,
         tqdm(total=len(tasks), unit="band", desc="verify", disable=not progress) as bar,
     ):

@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from dmstore.conversion.plan import MAX_BAND_BYTES, parse_rows, plan_array, workers_for
+from dmstore.conversion.plan import MAX_BAND_BYTES, parse_rows, plan_array, threads_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,18 +59,19 @@ def test_plan_properties(models, examples, classes, itemsize, data):
 
 
 @given(band=st.integers(1, 2**28), cores=st.integers(1, 64), memory=st.integers(2**28, 2**36))
-def test_workers_fit_budget(band, cores, memory):
+def test_threads_fit_budget(band, cores, memory):
     from dmstore.conversion.plan import BAND_MEMORY_FACTOR
 
-    from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES
+    from dmstore.io.budget import DRIVER_BYTES
 
     try:
-        n = workers_for(memory, band, cores)
+        n = threads_for(memory, band, cores)
     except DmstoreError:
-        assert DRIVER_BYTES + WORKER_BYTES + BAND_MEMORY_FACTOR * band > memory
+        assert DRIVER_BYTES + BAND_MEMORY_FACTOR * band > memory
         return
     assert 1 <= n <= cores
-    assert DRIVER_BYTES + n * (WORKER_BYTES + BAND_MEMORY_FACTOR * band) <= memory
+    assert DRIVER_BYTES + n * BAND_MEMORY_FACTOR * band <= memory
+    assert n == cores or DRIVER_BYTES + (n + 1) * BAND_MEMORY_FACTOR * band > memory  # no thread left out
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def files(store: Path) -> dict[str, bytes]:
     return {p.relative_to(store).as_posix(): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
 
 
-def start(source: Path, dest: Path) -> subprocess.Popen:
+def start(source: Path, dest: Path, *extra: str) -> subprocess.Popen:
     argv = [
         sys.executable,
         "-m",
@@ -53,6 +53,7 @@ def start(source: Path, dest: Path) -> subprocess.Popen:
         "--no-progress",
         "--max-memory",
         "1200MB",
+        *extra,
     ]
     return subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -81,7 +82,7 @@ def test_driver_killed_then_resumed(source, reference, tmp_path):
 
 def test_worker_killed_mid_way(source, reference, tmp_path):
     dest = tmp_path / "worker.zarr"
-    process = start(source, dest)
+    process = start(source, dest, "--scheduler", "local")  # worker processes (the default is threads)
     wait_for_records(dest, 2, process)
     workers = [p for p in psutil.Process(process.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
     assert workers

@@ -1,14 +1,15 @@
 """Where Dask work runs: a local cluster of worker processes, or a cluster the user already has.
 
 ``scheduler`` means the same in every dmstore function and command: ``None`` is the job's default
-on one machine (a local cluster of worker processes for convert, verify, evaluate and stats; this
-process for fit, whose target blocks share the counts it holds in memory), ``"local"`` a local
-cluster of worker processes, an address (``tcp://host:8786``) or a ``Client`` that cluster. The
-dashboard link is logged (logger ``dmstore``; the CLI prints it) when a cluster starts or is joined.
+on one machine (threads of this process for convert and verify, whose reads, codecs, checksums and
+writes release the GIL; a local cluster of worker processes for evaluate and stats; this process
+for fit, whose target blocks share the counts it holds in memory), ``"local"`` a local cluster of
+worker processes, an address (``tcp://host:8786``) or a ``Client`` that cluster. The dashboard
+link is logged (logger ``dmstore``; the CLI prints it) when a cluster starts or is joined.
 
-Memory (:func:`budget_client`): a local cluster runs as many workers as the budget holds, each
-limited to its share; on a cluster the user has, each worker's own memory limit must hold one
-task, or the command refuses before it starts.
+Memory (:func:`budget_client`): a local cluster runs as many workers (or threads) as the budget
+holds, each worker process limited to its share; on a cluster the user has, each worker's own
+memory limit must hold one task, or the command refuses before it starts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dask.distributed import Client, LocalCluster
 
 from dmstore.errors import DmstoreError
-from dmstore.io.budget import local_workers, worker_share
+from dmstore.io.budget import WORKER_BYTES, local_workers, worker_share
 
 logger = logging.getLogger("dmstore")
 
@@ -32,6 +33,7 @@ def dask_client(
     *,
     n_workers: int | None = None,
     memory_limit: int | str | None = None,
+    threads: bool = False,
 ) -> Iterator[Client]:
     """Yield a Dask client.
 
@@ -42,10 +44,14 @@ def dask_client(
         close it afterwards; an address (``tcp://host:8786``) connects to an existing cluster; a
         ``Client`` is used as it is and left open.
     n_workers
-        Worker processes of the local cluster (default: one per core).
+        Worker processes of the local cluster (default: one per core); with ``threads``, its
+        threads.
     memory_limit
         Per-worker memory limit of the local cluster in bytes (Dask's ``memory_limit``: a worker
         past it is restarted); none by default.
+    threads
+        With ``scheduler=None``: one worker inside this process, ``n_workers`` threads (for work
+        that releases the GIL: no worker processes to start, nothing sent between processes).
     """
     if isinstance(scheduler, Client):
         yield scheduler
@@ -62,21 +68,22 @@ def dask_client(
             logger.info("joined the Dask cluster at %s (dashboard %s)", scheduler, client.dashboard_link)
             yield client
         return
+    in_process = threads and scheduler is None
     cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
+        n_workers=1 if in_process else n_workers,
+        threads_per_worker=(n_workers or os.cpu_count() or 1) if in_process else 1,
+        processes=not in_process,
         memory_limit=memory_limit if memory_limit is not None else 0,
         dashboard_address=":0",
-        host="127.0.0.1",
         silence_logs=logging.ERROR,
+        **({} if in_process else {"host": "127.0.0.1"}),  # in this process Dask talks in memory
     )
     with cluster, Client(cluster) as client:
-        logger.info(
-            "started a local Dask cluster of %d worker processes (dashboard %s)",
-            len(cluster.workers),
-            client.dashboard_link,
-        )
+        if in_process:
+            what = f"{sum(client.nthreads().values())} threads in this process"
+        else:
+            what = f"{len(cluster.workers)} worker processes"
+        logger.info("started a local Dask cluster of %s (dashboard %s)", what, client.dashboard_link)
         yield client
 
 
@@ -88,15 +95,23 @@ def budget_client(
     driver: int,
     worker: int,
     option: str = "--max-memory",
+    threads: bool = False,
 ) -> Iterator[Client]:
     """Yield a Dask client whose workers each have ``worker`` bytes for their tasks.
 
     ``None`` or ``"local"``: a local cluster within ``memory`` bytes in all, this process's
     ``driver`` bytes included (:func:`dmstore.io.budget.local_workers`; each worker's Dask memory
-    limit is its :func:`~dmstore.io.budget.worker_share`). An address or a ``Client``: that
-    cluster, whose workers' memory limits must be at least ``worker`` bytes (``memory`` does not
-    apply there; ``option`` names it in the messages).
+    limit is its :func:`~dmstore.io.budget.worker_share`). With ``threads``, ``None`` runs the
+    tasks on threads of this process instead, as many as hold ``worker`` bytes less a worker
+    process's own (``WORKER_BYTES``) each. An address or a ``Client``: that cluster, whose
+    workers' memory limits must be at least ``worker`` bytes (``memory`` does not apply there;
+    ``option`` names it in the messages).
     """
+    if scheduler is None and threads:
+        n = local_workers(memory, driver, worker - WORKER_BYTES, os.cpu_count() or 1, option)
+        with dask_client(None, n_workers=n, threads=True) as client:
+            yield client
+        return
     if scheduler in (None, "local"):
         n = local_workers(memory, driver, worker, os.cpu_count() or 1, option)
         with dask_client(scheduler, n_workers=n, memory_limit=worker_share(memory, driver, n)) as client:
