@@ -87,9 +87,15 @@ def create_skeleton(
     rows = min(p.shards[0] for p in plans)
     encoding["split"] = {"chunks": (rows,)}  # Dask chunks of the coordinate follow the shards
     ds = xr.Dataset(variables, coords=coords, attrs=attrs)
-    ds.to_zarr(
-        as_store(dest, storage_options), mode="a", compute=False, zarr_format=3, consolidated=False, encoding=encoding
-    )
+    with known_warnings():  # the lock under _dmstore/ is there already
+        ds.to_zarr(
+            as_store(dest, storage_options),
+            mode="a",
+            compute=False,
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+        )
 
 
 def root_attrs(dest: str, storage_options: dict | None) -> dict | None:
