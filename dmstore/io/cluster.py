@@ -74,16 +74,18 @@ def dask_client(
         threads_per_worker=(n_workers or os.cpu_count() or 1) if in_process else 1,
         processes=not in_process,
         memory_limit=memory_limit if memory_limit is not None else 0,
-        dashboard_address=":0",
+        dashboard_address="127.0.0.1:0",  # this machine only
         silence_logs=logging.ERROR,
         **({} if in_process else {"host": "127.0.0.1"}),  # in this process Dask talks in memory
     )
     with cluster, Client(cluster) as client:
-        if in_process:
+        link = client.dashboard_link
+        if in_process:  # Dask names the machine's address in the link; the dashboard listens on loopback
             what = f"{sum(client.nthreads().values())} threads in this process"
+            link = f"http://127.0.0.1:{cluster.scheduler.http_server.port}/status"
         else:
             what = f"{len(cluster.workers)} worker processes"
-        logger.info("started a local Dask cluster of %s (dashboard %s)", what, client.dashboard_link)
+        logger.info("started a local Dask cluster of %s (dashboard %s)", what, link)
         yield client
 
 
