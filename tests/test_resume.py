@@ -80,13 +80,38 @@ def test_driver_killed_then_resumed(source, reference, tmp_path):
     assert files(dest) == files(reference)
 
 
+def writing_shard(worker: psutil.Process, dest: Path) -> str | None:
+    """The shard file under ``dest`` that ``worker`` has open for writing, if any."""
+    try:
+        files = worker.open_files()
+    except psutil.Error:
+        return None
+    return next((f.path for f in files if f.path.startswith(f"{dest}/") and "/c/" in f.path and "w" in f.mode), None)
+
+
 def test_worker_killed_mid_way(source, reference, tmp_path):
     dest = tmp_path / "worker.zarr"
     process = start(source, dest, "--scheduler", "local")  # worker processes (the default is threads)
     wait_for_records(dest, 2, process)
     workers = [p for p in psutil.Process(process.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
     assert workers
-    workers[0].send_signal(signal.SIGKILL)
+    # catch a worker in the middle of writing a shard: stop it, make sure the shard is still open
+    # and its band not recorded, then kill it
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline and process.poll() is None, "no worker was seen writing a shard"
+        worker, shard = next(((w, path) for w in workers if (path := writing_shard(w, dest))), (None, None))
+        if worker is None:
+            time.sleep(0.001)
+            continue
+        worker.send_signal(signal.SIGSTOP)
+        array, _, block = Path(shard).relative_to(dest).parts[:3]
+        start_row = int(block) * 2048
+        record = dest / "_dmstore" / "bands" / array / f"{start_row}-{min(start_row + 2048, MODELS)}.json"
+        if writing_shard(worker, dest) == shard and not record.exists():
+            worker.send_signal(signal.SIGKILL)
+            break
+        worker.send_signal(signal.SIGCONT)  # it had just finished that shard: try again
     output = process.communicate(timeout=300)[0].decode()
     assert process.returncode == 0, output  # Dask ran the lost band again on a fresh worker
-    assert files(dest) == files(reference)
+    assert record.exists() and files(dest) == files(reference)
