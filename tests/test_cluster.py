@@ -14,6 +14,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+import zarr
 from conftest import upload, write_layout
 from dask.distributed import Client, LocalCluster
 
@@ -124,6 +125,7 @@ def test_a_cluster_whose_workers_cannot_hold_a_task_is_refused(tmp_path):
             dmstore.verify(dest, progress=False)
         with pytest.raises(dmstore.DmstoreError, match=small_workers):  # a block of the solver: 450 MiB at least
             dmstore.fit(narrow, scheduler=client, progress=False)
+        assert "moments" not in zarr.open_group(narrow, mode="r")  # refused before its statistics pass
         dmstore.convert(str(folder), dest, "toy", 50, eval_rows=100, arrays=("masks",), progress=False)
         with pytest.raises(dmstore.DmstoreError, match=small_workers):  # a band of 100,000 examples
             dmstore.stats(dest, scheduler=client, progress=False)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -239,9 +240,11 @@ def fit(
         dtype=dtype,
         target_batch=target_batch,
     )
-    with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options):
+    with store_lock(store, f"fit-{target}", f"dmstore fit --target {target}", storage_options), ExitStack() as stack:
         models = rows_digest(positions)
         done = _check_group(store, target, options, models, overwrite, storage_options)
+        # a cluster the user has is checked now, before the statistics pass, not after it
+        scheduler = stack.enter_context(_checked_cluster(scheduler, budget, plan))
         if recompute:
             for name in rows:
                 Moments(store, name, storage_options).delete()
@@ -401,6 +404,19 @@ def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: in
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = 1.0 - path.val_mse / path.val_var
     return weight, bias, path.lam, np.maximum(path.gap, gap), r2
+
+
+@contextmanager
+def _checked_cluster(scheduler: Any, budget: int, plan: FitPlan) -> Iterator[Any]:
+    """``scheduler`` as the fit uses it: a cluster the user has is joined and its workers checked
+    against a block solved under ``plan`` (the blocks then run on that client)."""
+    if scheduler is None or scheduler == "local":
+        yield scheduler
+        return
+    from dmstore.io.cluster import budget_client
+
+    with budget_client(scheduler, budget, driver=BASE, worker=plan.solver_peak, option="--memory") as client:
+        yield client
 
 
 def _block_args(options: dict, plan: FitPlan) -> dict:
