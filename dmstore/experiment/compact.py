@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from dmstore.errors import DmstoreError
 from dmstore.experiment.writer import experiment_attrs, experiment_spec, matches_stored, stored_arrays
+from dmstore.io import labels
 from dmstore.io import store as layout
 from dmstore.io.dataset import as_store, known_warnings
 from dmstore.io.lock import store_lock
@@ -208,8 +209,11 @@ def grow(store: str, models: int, storage_options: dict | None = None) -> None:
             root["model"][old:] = np.arange(old, models)
             split = root["split"]
             split.resize((models,))
-            coded = "flag_meanings" in split.attrs  # a store from before the codes keeps strings
-            split[old:] = np.full(models - old, 0 if coded else "fit", dtype=np.uint8 if coded else object)
+            if "flag_meanings" in split.attrs:
+                meanings = split.attrs["flag_meanings"].split()  # the store's own codes
+                split[old:] = labels.encode("model", ["fit"] * (models - old), meanings).values
+            else:  # a store from before the codes keeps strings
+                split[old:] = np.full(models - old, "fit", dtype=object)
         spec = {**spec, "models": models}
         plan = dict((layout.root_attrs(store, storage_options) or {}).get("dmstore_plan", {}))
         plan["rows"] = [0, models]
