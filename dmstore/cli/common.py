@@ -38,13 +38,14 @@ def written_note(attrs: dict) -> str:
     return f" ({attrs['models_written']:,} of {attrs['model_slots']:,} model slots written)"
 
 
-def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
-    """``--scheduler ADDRESS``: run on an existing Dask cluster."""
+def add_scheduler_option(parser: argparse.ArgumentParser, default: str = "the default here too") -> None:
+    """``--scheduler ADDRESS``: run on an existing Dask cluster; ``default`` says where the
+    command runs without it."""
     parser.add_argument(
         "--scheduler",
         metavar="ADDRESS|local",
         help="Dask scheduler of an existing cluster (its workers must reach the store), or 'local' "
-        "(the default here: a local cluster of worker processes)",
+        f"(a local cluster of worker processes: {default})",
     )
 
 

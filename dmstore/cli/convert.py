@@ -29,10 +29,10 @@ def register(subparsers, summary: str) -> None:
         help="the evaluation models: the last N rows, or a range (default: 10000 for published data, or what "
              "`dmstore example` recorded)",
     )
-    add_memory_option(parser, "the whole conversion: this process and its local workers")
+    add_memory_option(parser, "the whole conversion: this process and any local workers")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (bytes, cost, store size) and stop")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    add_scheduler_option(parser)
+    add_scheduler_option(parser, "by default the bands run on threads of this process")
     add_source_options(parser)
     parser.set_defaults(func=run)
 

@@ -16,8 +16,8 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument("store", help="store path or URL")
     parser.add_argument("--source", help="also compare with this source (URL or folder)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    add_memory_option(parser, "the whole check: this process and its local workers")
-    add_scheduler_option(parser)
+    add_memory_option(parser, "the whole check: this process and any local workers")
+    add_scheduler_option(parser, "by default the bands are checked on threads of this process")
     add_source_options(parser)
     parser.set_defaults(func=run)
 
