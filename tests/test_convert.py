@@ -136,6 +136,21 @@ def test_resume_skips_recorded_bands_and_repairs_a_forgotten_one(layout, tmp_pat
     assert all(p.stat().st_mtime_ns == stamp[p] for p in records[:-1])
 
 
+def test_a_record_cut_short_counts_as_none(layout, tmp_path):
+    # an empty record, as a full disk left one before records were written whole: the same
+    # command does not trust its band, writes it again and records it whole
+    root, arrays = layout
+    dest = tmp_path / "toy.zarr"
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    record = dest / "_dmstore/bands/train_margins/4096-5000.json"
+    whole = record.read_bytes()
+    record.write_bytes(b"")
+    convert(str(root), str(dest), "toy", 50, eval_rows=1000, progress=False)
+    assert record.read_bytes() == whole
+    assert_store_equals(str(dest), arrays)
+    assert not list(dest.glob("_dmstore/bands/*/.*.tmp"))  # no temporary left beside the records
+
+
 @pytest.mark.parametrize("damage", ["flip", "delete", "truncate"])
 def test_corruption_is_detected_named_and_repaired(layout, tmp_path, capsys, damage):
     root, arrays = layout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from contextlib import suppress
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -22,17 +23,18 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
         folder, name = os.path.split(path)
         os.makedirs(folder, exist_ok=True)
         temporary = os.path.join(folder, f".{name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         try:
+            with open(temporary, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.link(temporary, path)
             return True
         except FileExistsError:
             return False
-        finally:
-            os.unlink(temporary)
+        finally:  # also after a failed write (a full disk): no temporary is left behind
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)
     try:
         fs.pipe_file(path, data, mode="create")
         return True

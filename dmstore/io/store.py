@@ -21,6 +21,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 from dmstore.io.dataset import as_store, known_warnings
+from dmstore.io.objects import create_exclusive
 
 RECORDS = "_dmstore/bands"
 
@@ -139,15 +140,19 @@ def _records_fs(dest: str, storage_options: dict | None) -> tuple[fsspec.Abstrac
 
 
 def write_record(dest: str, storage_options: dict | None, name: str, start: int, stop: int, digest: str) -> None:
-    """Record band ``[start, stop)`` of ``name`` as written, with the checksum of its bytes."""
+    """Record band ``[start, stop)`` of ``name`` as written, with the checksum of its bytes, whole
+    or not at all: a full disk leaves no empty record. A record the band had (a rewritten band) is
+    removed first; meanwhile the band has none, so it is not trusted."""
     fs, root = _records_fs(dest, storage_options)
     body = json.dumps({"array": name, "rows": [start, stop], "crc32c": digest}).encode()
+    delete_record(dest, storage_options, name, start, stop)
     fs.makedirs(f"{root}/{name}", exist_ok=True)
-    fs.pipe_file(f"{root}/{name}/{start}-{stop}.json", body)
+    create_exclusive(fs, f"{root}/{name}/{start}-{stop}.json", body)
 
 
 def read_records(dest: str, storage_options: dict | None) -> dict[tuple[str, int, int], str]:
-    """Every band record of the store: ``(array, start, stop) -> checksum``."""
+    """Every band record of the store: ``(array, start, stop) -> checksum``. A record that does not
+    parse (cut short by an older dmstore on a full disk) counts as none: its band is not trusted."""
     fs, root = _records_fs(dest, storage_options)
     fs.invalidate_cache(root)  # records written by other processes since the last listing
     try:
@@ -156,7 +161,10 @@ def read_records(dest: str, storage_options: dict | None) -> dict[tuple[str, int
         return {}
     records = {}
     for _path, body in fs.cat(paths).items() if paths else ():
-        record = json.loads(body)
+        try:
+            record = json.loads(body)
+        except json.JSONDecodeError:
+            continue
         records[(record["array"], *record["rows"])] = record["crc32c"]
     return records
 
