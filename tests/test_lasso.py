@@ -222,9 +222,9 @@ def test_gram_product_uses_nonzero_features_only(features):
 
 
 def test_lambda_grid():
-    grid = lambda_grid(np.array([1.0, 4.0]), 3, 0.01, np)
+    grid = lambda_grid(np.array([1.0, 4.0]), 3, 0.01)
     np.testing.assert_allclose(grid, [[1.0, 4.0], [0.1, 0.4], [0.01, 0.04]])
-    np.testing.assert_allclose(lambda_grid(np.array([2.0]), 1, 0.5, np), [[1.0]])
+    np.testing.assert_allclose(lambda_grid(np.array([2.0]), 1, 0.5), [[1.0]])
 
 
 def split_rows(masks, margins, n_val):

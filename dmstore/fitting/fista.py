@@ -16,12 +16,12 @@ batch of targets at once (one GEMM ``W @ G`` per iteration, restricted to the fe
 ``W`` is not all zero), step ``1 / L`` with ``L`` the largest eigenvalue of ``G``, and a
 per-target duality-gap stopping rule. A batch is target-major (``[B, K]``, one row per target),
 so that targets leaving the batch and per-target reductions touch contiguous memory. All arrays
-live in the namespace ``xp`` (numpy, or cupy on a GPU).
+live in the namespace ``xp`` (:mod:`dmstore.fitting.device`: numpy, CuPy, or any namespace of the
+array API standard).
 """
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -32,53 +32,58 @@ from dmstore.errors import DmstoreError
 STEP_SAFETY = 1.01
 
 
-def top_eigenvalue(gram: Any, xp: ModuleType) -> float:
-    """Largest eigenvalue of the symmetric positive semi-definite ``gram`` (Lanczos, ``eigsh``)."""
+def top_eigenvalue(gram: Any, xp: Any) -> float:
+    """Largest eigenvalue of the symmetric positive semi-definite ``gram`` (Lanczos, ``eigsh``,
+    on numpy and CuPy; a dense ``eigvalsh`` in other namespaces)."""
     n = gram.shape[0]
-    if n <= 16:
-        return max(float(xp.linalg.eigvalsh(gram).max()), 1e-30)
-    if xp is np:
+    if n > 16 and xp is np:
         from scipy.sparse.linalg import eigsh
 
-        start = {"v0": np.random.default_rng(0).standard_normal(n).astype(gram.dtype)}  # deterministic
-    else:
+        start = np.random.default_rng(0).standard_normal(n).astype(gram.dtype)  # deterministic
+        value = float(eigsh(gram, k=1, which="LM", tol=1e-6, return_eigenvectors=False, v0=start).max())
+    elif n > 16 and type(gram).__module__.startswith("cupy"):
         from cupyx.scipy.sparse.linalg import eigsh
 
-        start = {}  # CuPy starts from a fixed vector (older CuPy has no v0)
-    value = eigsh(gram, k=1, which="LM", tol=1e-6, return_eigenvectors=False, **start)
-    return max(float(value.max()), 1e-30)
+        value = float(eigsh(gram, k=1, which="LM", tol=1e-6, return_eigenvectors=False).max())  # fixed start
+    else:
+        value = float(xp.max(xp.linalg.eigvalsh(gram)))
+    return max(value, 1e-30)
 
 
-def gram_product(gram: Any, w: Any, xp: ModuleType) -> Any:
+def used_features(w: Any, xp: Any) -> Any:
+    """Positions of the features (columns of ``w``) that are not zero for every target."""
+    return xp.nonzero(xp.any(w != 0, axis=0))[0]
+
+
+def gram_product(gram: Any, w: Any, xp: Any) -> Any:
     """``w @ gram`` (``[B, N]``, = ``(gram @ w.T).T`` as ``gram`` is symmetric), using only the
     features (columns of ``w``) that are not all zero."""
-    cols = xp.flatnonzero(w.any(axis=0))
-    if cols.size > gram.shape[0] // 2:
+    cols = used_features(w, xp)
+    if cols.shape[0] > gram.shape[0] // 2:
         return w @ gram
-    if cols.size == 0:
+    if cols.shape[0] == 0:
         return xp.zeros_like(w)
-    return w[:, cols] @ gram[cols]
+    return xp.take(w, cols, axis=1) @ xp.take(gram, cols, axis=0)
 
 
-def row_dots(a: Any, b: Any, xp: ModuleType) -> Any:
+def row_dots(a: Any, b: Any, xp: Any) -> Any:
     """``[B]`` dot products of the rows (targets) of ``a`` and ``b``, summed in float64."""
-    return (a * b).sum(axis=1, dtype=xp.float64)
+    return xp.sum(a * b, axis=1, dtype=xp.float64)
 
 
-def duality_gap(w: Any, gw: Any, c: Any, lam: Any, syy: Any, xp: ModuleType) -> tuple[Any, Any]:
+def duality_gap(w: Any, gw: Any, c: Any, lam: Any, syy: Any, xp: Any) -> tuple[Any, Any]:
     """Duality gap and primal objective of ``1/2 w'Gw - c'w + lam |w|_1`` (+ ``syy / 2``) per target.
 
-    ``w``, ``gw`` (``w @ G``) and ``c`` are ``[B, N]``; ``lam`` and ``syy`` ``[B]``. The dual point
-    is the residual scaled into the feasible set (as scikit-learn does), so the gap bounds the
-    suboptimality of the primal objective ``1/(2n)||y - Xw - b||^2 + lam |w|_1``.
+    ``w``, ``gw`` (``w @ G``) and ``c`` are ``[B, N]``; ``lam`` and ``syy`` ``[B]`` float64. The
+    dual point is the residual scaled into the feasible set (as scikit-learn does), so the gap
+    bounds the suboptimality of the primal objective ``1/(2n)||y - Xw - b||^2 + lam |w|_1``.
     """
     cw = row_dots(c, w, xp)
     wgw = row_dots(w, gw, xp)
-    l1 = xp.abs(w).sum(axis=1, dtype=xp.float64)
-    residual = xp.maximum(syy - 2.0 * cw + wgw, 0.0)
-    grad = c - gw
-    dual_norm = xp.maximum(grad.max(axis=1), -grad.min(axis=1)).astype(xp.float64)
-    kappa = xp.where(dual_norm > lam, lam / xp.maximum(dual_norm, 1e-300), 1.0)
+    l1 = xp.sum(xp.abs(w), axis=1, dtype=xp.float64)
+    residual = xp.clip(syy - 2.0 * cw + wgw, min=0.0)
+    dual_norm = xp.astype(xp.max(xp.abs(c - gw), axis=1), xp.float64)
+    kappa = xp.where(dual_norm > lam, lam / xp.clip(dual_norm, min=1e-300), 1.0)
     primal = 0.5 * residual + lam * l1
     dual = kappa * (syy - cw) - 0.5 * kappa**2 * residual
     return primal - dual, primal
@@ -95,7 +100,7 @@ def solve(
     *,
     tol: float,
     max_iter: int,
-    xp: ModuleType,
+    xp: Any,
 ) -> tuple[Any, Any, Any, Any]:
     """FISTA with restart for a batch of targets at once, each to its own duality gap.
 
@@ -108,16 +113,19 @@ def solve(
     gw
         ``w @ gram`` if known (a warm start from the previous path point), saving one product.
     lam, syy
-        ``[B]`` regularisation and margin variance of each target.
+        ``[B]`` float64 regularisation and margin variance of each target.
     lipschitz
         An upper estimate of the largest eigenvalue of ``gram`` (the step is its inverse).
     tol
         A target stops when its duality gap is at most ``tol * syy``; a target whose gap is
         not there after ``max_iter`` iterations stops too (its gap says so).
+    xp
+        The arrays' namespace (array API standard).
 
     Returns
     -------
-    The weights and ``weights @ gram`` ``[B, N]``, the relative gaps and the iterations of each target.
+    The weights and ``weights @ gram`` ``[B, N]``, the relative gaps (float64) and the iterations
+    of each target (both ``[B]``, in ``xp``).
 
     Notes
     -----
@@ -125,65 +133,56 @@ def solve(
     gap leave the batch, so the GEMM shrinks as the batch converges.
     """
     n_cols = c.shape[0]
-    out_w, out_gw = xp.empty_like(w), xp.empty_like(w)
-    out_gap = xp.zeros(n_cols)
-    out_iter = xp.zeros(n_cols, dtype=xp.int64)
-    running = xp.arange(n_cols)
-    threshold = tol * xp.maximum(syy, 1e-300)
+    dtype = w.dtype
+    running = xp.arange(n_cols, device=w.device)
+    finished: list[tuple[Any, Any, Any, Any, int]] = []  # targets, weights, products, gaps, iteration
+    threshold = tol * xp.clip(syy, min=1e-300)
     step = 1.0 / lipschitz
-    w = w.copy()
     gw = gram_product(gram, w, xp) if gw is None else gw
-    w_prev, gw_prev = w.copy(), gw.copy()
-    y, gy = xp.empty_like(w), xp.empty_like(w)
-    t = xp.ones(n_cols)
-    primal_prev = xp.full(n_cols, xp.inf)
+    w_prev, gw_prev = w, gw
+    t = xp.ones(n_cols, dtype=xp.float64, device=w.device)
+    primal_prev = xp.full(n_cols, xp.inf, dtype=xp.float64, device=w.device)
     for iteration in range(max_iter + 1):
         gap, primal = duality_gap(w, gw, c, lam, syy, xp)
         done = (gap <= threshold) | (iteration == max_iter)
-        if bool(done.any()):
-            cols = running[done]
-            out_w[cols] = w[done]
-            out_gw[cols] = gw[done]
-            out_gap[cols] = gap[done] / xp.maximum(syy[done], 1e-300)
-            out_iter[cols] = iteration
+        if bool(xp.any(done)):
+            finished.append((running[done], w[done], gw[done], gap[done] / xp.clip(syy[done], min=1e-300),
+                             iteration))
             keep = ~done
-            if not bool(keep.any()):
+            if not bool(xp.any(keep)):
                 break
             running, threshold, primal, t = running[keep], threshold[keep], primal[keep], t[keep]
             c, lam, syy = c[keep], lam[keep], syy[keep]
             w, gw, w_prev, gw_prev = w[keep], gw[keep], w_prev[keep], gw_prev[keep]
             primal_prev = primal_prev[keep]
-            y, gy = xp.empty_like(w), xp.empty_like(w)
         # momentum, restarted where the objective went up
         t = xp.where(primal > primal_prev, 1.0, t)
         t_next = 0.5 * (1.0 + xp.sqrt(1.0 + 4.0 * t * t))
-        beta = ((t - 1.0) / t_next).astype(w.dtype)[:, None]
-        xp.subtract(w, w_prev, out=y)
-        y *= beta
+        beta = xp.astype((t - 1.0) / t_next, dtype)[:, None]
+        y = (w - w_prev) * beta
         y += w
-        xp.subtract(gw, gw_prev, out=gy)
-        gy *= beta
+        gy = (gw - gw_prev) * beta
         gy += gw
         # proximal gradient step from y: soft-threshold y - (Gy - c) / L at lam / L
         gy -= c
         gy *= step
         y -= gy
-        w_new = w_prev
-        xp.abs(y, out=w_new)
-        w_new -= (lam * step).astype(w.dtype)[:, None]
-        xp.maximum(w_new, 0, out=w_new)
-        xp.copysign(w_new, y, out=w_new)
+        w_new = xp.clip(xp.abs(y) - xp.astype(lam * step, dtype)[:, None], min=0.0)
+        w_new = xp.copysign(w_new, y)
         w_prev, gw_prev = w, gw
         w, gw = w_new, gram_product(gram, w_new, xp)
         t, primal_prev = t_next, primal
-    return out_w, out_gw, out_gap, out_iter
+    order = xp.argsort(xp.concat([f[0] for f in finished]))
+    out = [xp.take(xp.concat([f[i] for f in finished]), order, axis=0) for i in (1, 2, 3)]
+    iterations = xp.concat([xp.full(f[0].shape[0], f[4], dtype=xp.int64, device=order.device) for f in finished])
+    return out[0], out[1], out[2], xp.take(iterations, order)
 
 
-def lambda_grid(lam_max: Any, lambdas: int, lambda_ratio: float, xp: ModuleType) -> Any:
+def lambda_grid(lam_max: np.ndarray, lambdas: int, lambda_ratio: float) -> np.ndarray:
     """``[lambdas, T]`` geometric grid from ``lam_max`` down to ``lam_max * lambda_ratio``."""
     if lambdas == 1:
         return (lam_max * lambda_ratio)[None, :]
-    powers = xp.arange(lambdas) / (lambdas - 1)
+    powers = np.arange(lambdas) / (lambdas - 1)
     return lam_max[None, :] * lambda_ratio ** powers[:, None]
 
 

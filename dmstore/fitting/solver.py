@@ -23,18 +23,24 @@ level), and after it the features no running target uses leave.
 
 Validation needs no second ``N x N`` array: the validation MSE of weights on ``U`` needs only
 ``G_val[U, U]`` (gathered beside ``G[U, :]``) and ``c_val[U]``.
+
+The arrays of the solve live on a :class:`~dmstore.fitting.device.Device` (numpy, or CuPy on a
+GPU): the counts gathered from the store and the target statistics enter through its ``put``;
+the features that join or leave the working set, the validation MSE and the chosen weights come
+back through its ``get`` (vectors of ``N`` or ``[B, K]`` weights per path point).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dmstore.errors import DmstoreError
-from dmstore.fitting.fista import lambda_grid, row_dots, solve, top_eigenvalue
+from dmstore.fitting.device import CPU, Device
+from dmstore.fitting.fista import lambda_grid, row_dots, solve, top_eigenvalue, used_features
 from dmstore.fitting.moments import Statistics
 
 #: A feature outside the working set violates the optimality conditions when its gradient exceeds
@@ -53,15 +59,19 @@ class WorkingSetFull(Exception):
 
 @dataclass(frozen=True)
 class Space:
-    """The solver's space for one :class:`Statistics`: feature means and scales, target sums."""
+    """The solver's space for one :class:`Statistics`: feature means and scales (host, float64),
+    target sums, and the device the solver's arrays live on."""
 
     stats: Statistics
     mean: np.ndarray
     scale: np.ndarray
     dtype: Any
+    device: Device = field(default=CPU)
 
     @classmethod
-    def build(cls, stats: Statistics, standardize: bool, dtype: Any, scale: np.ndarray | None = None) -> Space:
+    def build(
+        cls, stats: Statistics, standardize: bool, dtype: Any, scale: np.ndarray | None = None, device: Device = CPU
+    ) -> Space:
         """Centre on ``stats``' means; scale to unit variance (or by a given ``scale``)."""
         mean = stats.xsum / stats.n
         if scale is None:
@@ -76,60 +86,67 @@ class Space:
                 scale = np.where(varies, 1.0 / np.sqrt(np.where(varies, var, 1.0)), 0.0)
             else:
                 scale = varies.astype(np.float64)
-        return cls(stats, mean, scale, dtype)
+        return cls(stats, mean, scale, dtype, device)
 
-    def targets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``c`` ``[B, N]`` in this space, the target means ``ybar`` and variances ``syy`` ``[B]``."""
+    def targets(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """``c`` ``[B, N]`` in this space (on the device), the target means ``ybar`` and variances
+        ``syy`` ``[B]`` (host)."""
         s = self.stats
         ybar = s.ysum / s.n
         syy = np.maximum(s.yy / s.n - ybar**2, 0.0)
         c = (s.xty.T / s.n - ybar[:, None] * self.mean[None, :]) * self.scale[None, :]
-        return np.ascontiguousarray(c.astype(self.dtype)), ybar, syy
+        return self.device.put(c, self.dtype), ybar, syy
 
-    def _centre(self, counts: np.ndarray, a: np.ndarray, b: Any) -> np.ndarray:
-        """``G[a][:, b]`` from the exact counts ``(X^T X)[a][:, b]``, in place, in the solver's dtype
-        (the counts are exact integers; float32 keeps the centred entries to about 1e-6)."""
-        counts = counts.astype(self.dtype, copy=False)
-        mean, scale = self.mean.astype(self.dtype), self.scale.astype(self.dtype)
-        counts *= self.dtype(1.0 / self.stats.n)
-        counts -= np.multiply.outer(mean[a], mean[b])
-        counts *= np.multiply.outer(scale[a], scale[b])
-        return counts
+    def _centre(self, counts: np.ndarray, a: Any, b: Any) -> Any:
+        """``G[a][:, b]`` on the device from the exact counts ``(X^T X)[a][:, b]`` (host), in the
+        solver's dtype (the counts are exact integers; float32 keeps the centred entries to about 1e-6)."""
+        dev = self.device
+        gram = dev.put(counts, self.dtype)
+        mean_a, mean_b = dev.put(self.mean[a], self.dtype), dev.put(self.mean[b], self.dtype)
+        scale_a, scale_b = dev.put(self.scale[a], self.dtype), dev.put(self.scale[b], self.dtype)
+        gram *= 1.0 / self.stats.n
+        gram -= mean_a[:, None] * mean_b[None, :]
+        gram *= scale_a[:, None] * scale_b[None, :]
+        return gram
 
-    def gram_block(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """``G[a][:, b]`` (this space)."""
+    def gram_block(self, a: np.ndarray, b: np.ndarray) -> Any:
+        """``G[a][:, b]`` (this space, on the device)."""
         return self._centre(self.stats.block(a, b), a, b)
 
-    def gram_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]``."""
+    def gram_rows(self, rows: np.ndarray, out: Any) -> None:
+        """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]`` (on the device)."""
         for start in range(0, rows.size, CONVERT_ROWS):
             part = rows[start : start + CONVERT_ROWS]
-            out[start : start + part.size] = self._centre(self.stats.counts(part), part, slice(None))
+            out[start : start + part.size, :] = self._centre(self.stats.counts(part), part, slice(None))
 
     def to_raw(self, w: np.ndarray, features: np.ndarray, ybar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw ``[N, B]`` weights and ``[B]`` intercepts of solver weights ``w`` ``[B, K]`` on ``features``."""
+        """Raw ``[N, B]`` weights and ``[B]`` intercepts of solver weights ``w`` ``[B, K]`` (host)
+        on ``features``."""
         weight = np.zeros((self.mean.size, w.shape[0]))
         weight[features] = (w.astype(np.float64) * self.scale[features]).T
         return weight, ybar - weight.T @ self.mean
 
-    def from_raw(self, weight: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """Solver weights ``[B, K]`` on ``features`` of raw weights ``[N, B]``."""
+    def from_raw(self, weight: np.ndarray, features: np.ndarray) -> Any:
+        """Solver weights ``[B, K]`` on ``features`` (on the device) of raw weights ``[N, B]``."""
         scale = self.scale[features]
         safe = np.where(scale > 0, scale, 1.0)
-        return np.where(scale > 0, weight[features].T / safe, 0.0).astype(self.dtype)
+        return self.device.put(np.where(scale > 0, weight[features].T / safe, 0.0), self.dtype)
 
 
 class WorkingSet:
-    """The features ``U`` of a block: their Gram rows ``G[U, :]`` in the first space (``[cap, N]``,
-    filled as ``U`` grows; untouched rows cost no memory), and ``G[U, U]`` in every space."""
+    """The features ``U`` of a block (host): their Gram rows ``G[U, :]`` in the first space
+    (``[cap, N]`` on the device, filled as ``U`` grows; untouched rows cost no memory), and
+    ``G[U, U]`` in every space."""
 
     def __init__(self, spaces: list[Space], cap: int) -> None:
         n_train = spaces[0].mean.size
         self.spaces, self.cap = spaces, min(cap, n_train)
+        self.device = dev = spaces[0].device
         self.features = np.zeros(0, dtype=np.int64)
+        self.index = dev.put(self.features)  # the features on the device
         self.member = np.zeros(n_train, dtype=bool)
-        self.rows = np.empty((self.cap, n_train), dtype=spaces[0].dtype)
-        self.blocks = [np.empty((0, 0), dtype=s.dtype) for s in spaces]
+        self.rows = dev.xp.empty((self.cap, n_train), dtype=dev.dtype(spaces[0].dtype), device=dev.where)
+        self.blocks = [dev.xp.empty((0, 0), dtype=dev.dtype(s.dtype), device=dev.where) for s in spaces]
         self._lipschitz: tuple[int, float] = (-1, 1.0)
 
     @property
@@ -137,89 +154,99 @@ class WorkingSet:
         return self.features.size
 
     def add(self, features: np.ndarray) -> None:
-        """Add ``features`` (those not yet in ``U``) and gather their rows."""
+        """Add ``features`` (host positions; those not yet in ``U``) and gather their rows."""
         new = np.unique(features[~self.member[features]])
         if new.size == 0:
             return
         if self.size + new.size > self.cap:
             raise WorkingSetFull
-        old = self.size
+        xp, old = self.device.xp, self.size
         self.features = np.concatenate([self.features, new])
+        self.index = self.device.put(self.features)
         self.member[new] = True
-        self.spaces[0].gram_rows(new, self.rows[old : self.size])
+        self.spaces[0].gram_rows(new, self.rows[old : self.size, :])
         for i, space in enumerate(self.spaces):
-            block = np.empty((self.size, self.size), dtype=space.dtype)
+            block = xp.empty((self.size, self.size), dtype=self.blocks[i].dtype, device=self.device.where)
             block[:old, :old] = self.blocks[i]
             if i == 0:
-                block[old:] = self.rows[old : self.size][:, self.features]
+                block[old:, :] = xp.take(self.rows[old : self.size, :], self.index, axis=1)
             else:
-                block[old:] = space.gram_block(new, self.features)
+                block[old:, :] = space.gram_block(new, self.features)
             block[:old, old:] = block[old:, :old].T  # G is symmetric
             self.blocks[i] = block
 
     def keep(self, mask: np.ndarray) -> None:
-        """Keep only the features ``mask`` selects (by position in the set), in order."""
+        """Keep only the features ``mask`` (host) selects (by position in the set), in order."""
+        xp = self.device.xp
+        kept = self.device.put(np.flatnonzero(mask))
         self.member[self.features[~mask]] = False
         self.features = self.features[mask]
-        self.rows[: self.size] = self.rows[np.flatnonzero(mask)]
-        self.blocks = [block[mask][:, mask] for block in self.blocks]
+        self.index = self.device.put(self.features)
+        self.rows[: self.size, :] = xp.take(self.rows, kept, axis=0)
+        self.blocks = [xp.take(xp.take(block, kept, axis=0), kept, axis=1) for block in self.blocks]
         self._lipschitz = (-1, 1.0)
 
-    def block(self, space: int = 0) -> np.ndarray:
+    def block(self, space: int = 0) -> Any:
         """``G[U, U]`` of ``spaces[space]``."""
         return self.blocks[space]
 
-    def lipschitz(self, gram: np.ndarray) -> float:
+    def lipschitz(self, gram: Any) -> float:
         """The largest eigenvalue of ``G[U, U]`` (cached while ``U`` is unchanged)."""
         if self._lipschitz[0] != self.size:
-            self._lipschitz = (self.size, 1.01 * top_eigenvalue(gram, np))
+            self._lipschitz = (self.size, 1.01 * top_eigenvalue(gram, self.device.xp))
         return self._lipschitz[1]
 
 
 def solve_on(
-    ws: WorkingSet, c: np.ndarray, lam: np.ndarray, syy: np.ndarray, w: np.ndarray, *, tol: float, max_iter: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Solve targets ``c`` ``[A, N]`` at ``lam``, growing ``ws`` until the KKT conditions hold.
+    ws: WorkingSet, c: Any, lam: Any, syy: Any, w: Any, *, tol: float, max_iter: int
+) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Solve targets ``c`` ``[A, N]`` at ``lam`` (float64 ``[A]``), growing ``ws`` until the KKT
+    conditions hold.
 
     ``w`` ``[A, ws.size]`` is the warm start on ``ws.features``. Returns the weights on the final
-    ``ws.features``, the full gradient ``[A, N]``, the relative duality gaps and iterations.
+    ``ws.features`` and the full gradient ``[A, N]`` (on the device), the relative duality gaps
+    and iterations (host).
     """
+    dev = ws.device
+    xp = dev.xp
     iterations = np.zeros(c.shape[0], dtype=np.int64)
+    gap = np.zeros(c.shape[0])
     while True:
         k = ws.size
         if k == 0:
-            grad, gap = c.copy(), np.zeros(c.shape[0])
-            w = np.zeros((c.shape[0], 0), dtype=c.dtype)
+            grad = c
+            w = xp.zeros((c.shape[0], 0), dtype=c.dtype, device=dev.where)
         else:
             gram = ws.block()
-            w, _, gap, iters = solve(
+            w, _, gap_d, iters = solve(
                 gram,
-                np.ascontiguousarray(c[:, ws.features]),
+                xp.take(c, ws.index, axis=1),
                 lam,
                 syy,
                 ws.lipschitz(gram),
                 w,
                 tol=tol,
                 max_iter=max_iter,
-                xp=np,
+                xp=xp,
             )
-            iterations += iters
-            used = np.flatnonzero(w.any(axis=0))  # w G[U, :] needs only the rows of non-zero weights
-            if used.size > k // 4:  # most rows: one GEMM on the rows in place beats gathering them
-                grad = c - w @ ws.rows[:k]
+            gap = dev.get(gap_d)
+            iterations += dev.get(iters)
+            used = used_features(w, xp)  # w G[U, :] needs only the rows of non-zero weights
+            if used.shape[0] > k // 4:  # most rows: one GEMM on the rows in place beats gathering them
+                grad = c - w @ ws.rows[:k, :]
             else:
-                grad = c - w[:, used] @ ws.rows[used]
-        limit = (lam * (1.0 + KKT_MARGIN)).astype(grad.dtype)[:, None]
-        violated = (np.abs(grad) > limit).any(axis=0) & ~ws.member
+                grad = c - xp.take(w, used, axis=1) @ xp.take(ws.rows, used, axis=0)
+        limit = xp.astype(lam * (1.0 + KKT_MARGIN), grad.dtype)[:, None]
+        violated = dev.get(xp.any(xp.abs(grad) > limit, axis=0)) & ~ws.member
         if not violated.any():
             return w, grad, gap, iterations
         ws.add(np.flatnonzero(violated))
-        w = np.concatenate([w, np.zeros((w.shape[0], ws.size - k), dtype=w.dtype)], axis=1)
+        w = xp.concat([w, xp.zeros((w.shape[0], ws.size - k), dtype=w.dtype, device=dev.where)], axis=1)
 
 
 @dataclass(frozen=True)
 class BlockResult:
-    """Datamodels of a block of targets (raw ``weight`` ``[N, B]``; the rest ``[B]``)."""
+    """Datamodels of a block of targets (raw ``weight`` ``[N, B]``; the rest ``[B]``; host)."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -244,6 +271,7 @@ def path(
     dtype: Any,
     cap: int,
     dense: bool = False,
+    device: Device = CPU,
     progress: Callable[[int], None] | None = None,
 ) -> BlockResult:
     """Walk the ``lam`` path of a block of targets on ``fit``; choose ``lam`` by validation on ``val``.
@@ -253,21 +281,24 @@ def path(
     ``patience`` points in a row have not improved its best validation MSE and keeps its best point.
     ``cap`` bounds the working set (:class:`WorkingSetFull` beyond it); ``dense`` starts it with
     every feature and keeps them (narrow problems: one batched solve on the whole Gram is fastest).
+    The solve runs on ``device``.
     """
-    space = Space.build(fit, standardize, dtype)
-    val_space = Space.build(val, standardize, dtype, scale=space.scale)
+    dev, xp = device, device.xp
+    space = Space.build(fit, standardize, dtype, device=dev)
+    val_space = Space.build(val, standardize, dtype, scale=space.scale, device=dev)
     c, ybar, syy = space.targets()
     c_val, ybar_val, syy_val = val_space.targets()
     offset = ybar_val - ybar  # validation residual mean = offset - shift'w
     shift = (val_space.mean - space.mean) * space.scale
     n_targets = c.shape[0]
-    lam_max = np.abs(c).max(axis=1).astype(np.float64)
-    grid = lambda_grid(lam_max, lambdas, lambda_ratio, np)
+    lam_max = dev.get(xp.astype(xp.max(xp.abs(c), axis=1), xp.float64))
+    grid = lambda_grid(lam_max, lambdas, lambda_ratio)
     ws = WorkingSet([space, val_space], cap)
     if dense:
         ws.add(np.arange(fit.n_train))
-    w = np.zeros((n_targets, ws.size), dtype=dtype)
-    grad = c.copy()
+    w = xp.zeros((n_targets, ws.size), dtype=c.dtype, device=dev.where)
+    syy_d = dev.put(syy, np.float64)
+    grad = xp.asarray(c, copy=True)
     best: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # target -> (features, weights) at its best
     best_mse = syy_val + offset**2
     best_step = np.zeros(n_targets, dtype=np.int64)
@@ -277,24 +308,30 @@ def path(
     stale = np.zeros(n_targets, dtype=np.int64)
     active = np.arange(n_targets)
     for step in range(1 if lambdas > 1 else 0, lambdas):
+        running = np.zeros(n_targets, dtype=bool)
+        running[active] = True
+        act = dev.put(running)
         lam = grid[step, active]
+        lam_d = dev.put(lam, np.float64)
         # the features that violate the optimality conditions at the new lam join the set
-        entering = (np.abs(grad[active]) > lam.astype(grad.dtype)[:, None]).any(axis=0)
-        ws.add(np.flatnonzero(entering))
-        w_a = np.concatenate([w[active], np.zeros((active.size, ws.size - w.shape[1]), dtype=dtype)], axis=1)
-        w_a, grad_a, gap_a, iters = solve_on(ws, c[active], lam, syy[active], w_a, tol=tol, max_iter=max_iter)
-        w = np.concatenate([w, np.zeros((n_targets, ws.size - w.shape[1]), dtype=dtype)], axis=1)
-        w[active], grad[active] = w_a, grad_a
+        limit = xp.astype(lam_d, c.dtype)[:, None]
+        ws.add(np.flatnonzero(dev.get(xp.any(xp.abs(grad[act]) > limit, axis=0))))
+        w = xp.concat([w, xp.zeros((n_targets, ws.size - w.shape[1]), dtype=c.dtype, device=dev.where)], axis=1)
+        w_a, grad_a, gap_a, iters = solve_on(ws, c[act], lam_d, syy_d[act], w[act], tol=tol, max_iter=max_iter)
+        w = xp.concat([w, xp.zeros((n_targets, ws.size - w.shape[1]), dtype=c.dtype, device=dev.where)], axis=1)
+        w[act], grad[act] = w_a, grad_a
         iterations[active] += iters
         steps[active] = step
         u = ws.features
-        fitted = row_dots(w_a, w_a @ ws.block(1), np) - 2 * row_dots(c_val[active][:, u], w_a, np)
-        mse = syy_val[active] + fitted + (offset[active] - w_a @ shift[u]) ** 2
+        fitted = row_dots(w_a, w_a @ ws.block(1), xp) - 2 * row_dots(xp.take(c_val[act], ws.index, axis=1), w_a, xp)
+        moved = w_a @ dev.put(shift[u], c.dtype)
+        mse = syy_val[active] + dev.get(fitted) + (offset[active] - dev.get(moved)) ** 2
         better = (mse < best_mse[active]) | (lambdas == 1)
-        for i in np.flatnonzero(better):
-            t = active[i]
-            nz = np.flatnonzero(w_a[i])
-            best[t] = (u[nz], w_a[i, nz])
+        if better.any():
+            w_host = dev.get(w_a)
+            for i in np.flatnonzero(better):
+                nz = np.flatnonzero(w_host[i])
+                best[int(active[i])] = (u[nz], w_host[i, nz])
         improved = active[better]
         best_mse[improved], best_step[improved], gap[improved] = mse[better], step, gap_a[better]
         stale[active] = np.where(better, 0, stale[active] + 1)
@@ -304,10 +341,12 @@ def path(
         active = active[~finished]
         if active.size == 0:
             break
-        used = (w[active] != 0).any(axis=0)  # drop the features no running target uses
+        running[:] = False
+        running[active] = True
+        used = dev.get(xp.any(w[dev.put(running)] != 0, axis=0))  # drop the features no running target uses
         if not dense and used.sum() < PRUNE_BELOW * used.size:
             ws.keep(used)
-            w = w[:, used]
+            w = xp.take(w, dev.put(np.flatnonzero(used)), axis=1)
     if progress is not None and active.size:
         progress(int(active.size))
     weight = np.zeros((fit.n_train, n_targets))
@@ -328,14 +367,17 @@ def refit(
     dtype: Any,
     cap: int,
     dense: bool = False,
+    device: Device = CPU,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The LASSO of a block of targets at ``lam`` on ``stats``, warm-started from raw ``start``
-    ``[N, B]``; returns raw weights ``[N, B]``, intercepts, relative gaps and iterations."""
-    space = Space.build(stats, standardize, dtype)
+    ``[N, B]``, on ``device``; returns raw weights ``[N, B]``, intercepts, relative gaps and
+    iterations (host)."""
+    space = Space.build(stats, standardize, dtype, device=device)
     c, ybar, syy = space.targets()
     ws = WorkingSet([space], cap)
     ws.add(np.arange(stats.n_train) if dense else np.flatnonzero((start != 0).any(axis=1)))
     w0 = space.from_raw(start, ws.features)
-    w, _, gap, iterations = solve_on(ws, c, lam, syy, w0, tol=tol, max_iter=max_iter)
-    weight, bias = space.to_raw(w, ws.features, ybar)
+    lam_d, syy_d = device.put(lam, np.float64), device.put(syy, np.float64)
+    w, _, gap, iterations = solve_on(ws, c, lam_d, syy_d, w0, tol=tol, max_iter=max_iter)
+    weight, bias = space.to_raw(device.get(w), ws.features, ybar)
     return weight, bias, gap, iterations
