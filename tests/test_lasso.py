@@ -16,6 +16,7 @@ from sklearn.linear_model import lasso_path as sk_lasso_path
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
+from dmstore.fitting.device import CPU, Device
 from dmstore.fitting.fista import check_options, duality_gap, gram_product, lambda_grid, solve, top_eigenvalue
 from dmstore.fitting.moments import Statistics
 from dmstore.fitting.moments import in_memory as band_moments
@@ -54,11 +55,19 @@ def columns_of(stats, cols):
     return Statistics(stats.n, stats.xsum, stats.xty[:, cols], stats.ysum[cols], stats.yy[cols], stats.counts)
 
 
-def lasso(stats, lam, *, standardize=True, tol=1e-4, dtype=np.float64, weight=None, cap=None):
+def strict_device():
+    """array-api-strict's second device: an array there refuses to become a numpy array, so a
+    solve there proves the code makes no crossing but through ``Device.put`` and ``Device.get``."""
+    xp = pytest.importorskip("array_api_strict")
+    return Device(xp, xp.Device("device1"), xp.Device("CPU_DEVICE"), name="array-api-strict")
+
+
+def lasso(stats, lam, *, standardize=True, tol=1e-4, dtype=np.float64, weight=None, cap=None, device=CPU):
     n = stats.n_train
     start = np.zeros((n, len(lam))) if weight is None else weight
     w, b, gap, _ = solver.refit(
-        stats, np.asarray(lam), start, standardize=standardize, tol=tol, max_iter=1_000_000, dtype=dtype, cap=cap or n
+        stats, np.asarray(lam), start, standardize=standardize, tol=tol, max_iter=1_000_000, dtype=dtype, cap=cap or n,
+        device=device,
     )
     return solver.BlockResult(w, b, np.asarray(lam), gap, None, None, None, None)
 
@@ -75,6 +84,8 @@ def lasso_path(
     dtype=np.float64,
     target_batch=None,
     cap=None,
+    dense=False,
+    device=CPU,
 ):
     check_options(lambdas, lambda_ratio, tol, patience, 1 if target_batch is None else target_batch)
     n_targets = fit.ysum.size
@@ -93,6 +104,8 @@ def lasso_path(
                 max_iter=1_000_000,
                 dtype=dtype,
                 cap=cap or fit.n_train,
+                dense=dense,
+                device=device,
             )
         )
     fields = solver.BlockResult.__dataclass_fields__
@@ -376,3 +389,43 @@ def test_a_working_set_that_outgrows_its_cap_says_so():
     (xf, yf), (xv, yv) = split_rows(masks, margins, 100)
     with pytest.raises(solver.WorkingSetFull):
         lasso_path(band_moments(xf, yf), band_moments(xv, yv), lambda_ratio=1e-4, patience=100, cap=2)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_solver_on_a_second_namespace_and_device_gives_the_numpy_solution(dense, dtype, monkeypatch):
+    """The path and the refit on array-api-strict's second device: the same lam, weights and
+    gaps as on numpy, with working sets that grow and shrink (or one dense set)."""
+    device = strict_device()
+    masks, margins = problem(models=800, n_train=60, n_targets=8, seed=3)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 150)
+    fit, val = band_moments(xf, yf), band_moments(xv, yv)
+    tol = 1e-10 if dtype is np.float64 else 1e-5
+    kept = []
+    keep = solver.WorkingSet.keep
+    monkeypatch.setattr(solver.WorkingSet, "keep", lambda ws, mask: (kept.append(ws.device.name), keep(ws, mask))[1])
+    results = {}
+    for name, dev in (("numpy", CPU), ("strict", device)):
+        path = lasso_path(fit, val, lambdas=40, lambda_ratio=1e-3, patience=2, tol=tol, dtype=dtype, dense=dense,
+                          device=dev)
+        refit = lasso(fit + val, path.lam, tol=tol, dtype=dtype, weight=path.weight, device=dev)
+        results[name] = path, refit
+    assert dense or "array-api-strict" in kept  # the working set shrank on the second device too
+    (path, refit), (strict_path, strict_refit) = results["numpy"], results["strict"]
+    assert (np.count_nonzero(path.weight, axis=0) > 0).all()
+    np.testing.assert_array_equal(strict_path.lam, path.lam)
+    np.testing.assert_array_equal(strict_path.steps, path.steps)
+    rtol = 1e-8 if dtype is np.float64 else 1e-3  # float32: iterates differ by rounding (eigsh vs eigvalsh step)
+    for t in range(path.weight.shape[1]):
+        assert close(strict_path.weight[:, t], path.weight[:, t], rtol)
+        assert close(strict_refit.weight[:, t], refit.weight[:, t], rtol)
+    assert (strict_refit.gap <= tol).all()
+
+
+def test_a_hidden_crossing_to_numpy_fails_on_the_second_device():
+    """The check above can fail: numpy applied to an array of the second device raises."""
+    device = strict_device()
+    array = device.put(np.ones((2, 3)), np.float32)
+    with pytest.raises(RuntimeError, match="NumPy"):
+        np.abs(array)
+    np.testing.assert_array_equal(device.get(device.xp.abs(array)), np.ones((2, 3), dtype=np.float32))
