@@ -17,6 +17,7 @@ from dmstore.analysis.lds import target_scores
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
+from dmstore.fitting.device import Device
 from dmstore.fitting.fit import fit, target_blocks, target_columns, validation_count
 from dmstore.fitting.moments import Moments, in_memory
 from dmstore.io.cluster import dask_client
@@ -145,6 +146,25 @@ def test_fit_writes_the_datamodels_of_the_in_memory_lasso(store, client):
     assert 0 < attrs["val_r2"] < 1 and attrs["mean_nonzeros"] > 0 and attrs["standardize"] is True
 
 
+def test_a_fit_on_a_second_namespace_and_device_writes_the_numpy_fit(store, tmp_path):
+    """The passes and the solver on array-api-strict's second device (where an array refuses to
+    become a numpy one): the same persisted statistics, byte for byte, and the same datamodels."""
+    xp = pytest.importorskip("array_api_strict")
+    device = Device(xp, xp.Device("device1"), xp.Device("CPU_DEVICE"), name="array-api-strict")
+    path, _ = store
+    other = str(tmp_path / "other.zarr")
+    shutil.copytree(path, other)
+    options = dict(targets=slice(0, 12), tol=1e-10, dtype="float64", target_batch=6, progress=False)
+    on_numpy = fit(path, **options)
+    on_device = fit(other, device=device, **options)
+    np.testing.assert_array_equal(on_device["lam"].values, on_numpy["lam"].values)
+    np.testing.assert_allclose(on_device["weight"].values, on_numpy["weight"].values, atol=1e-9)
+    np.testing.assert_allclose(on_device["bias"].values, on_numpy["bias"].values, atol=1e-9)
+    for name in ("moments/fit/xtx", "moments/fit/xty_test", "moments/val/xty_test", "moments/val/masks"):
+        a, b = zarr.open_array(f"{path}/{name}", mode="r"), zarr.open_array(f"{other}/{name}", mode="r")
+        np.testing.assert_array_equal(b[...], a[...])
+
+
 def test_a_second_fit_with_other_lambdas_reads_no_mask(store, monkeypatch):
     path, _ = store
     fit(path, targets=slice(0, 8), progress=False)
@@ -235,6 +255,8 @@ def test_non_finite_fit_margins_are_named(tmp_path):
         (dict(val_models=5000), r"only 740 fit models"),
         (dict(lambda_ratio=2.0), r"lambda_ratio"),
         (dict(dtype="float16"), r"unknown dtype"),
+        (dict(device="tpu"), r"unknown device 'tpu': use one of cpu, cuda"),
+        (dict(device="cuda"), r"--device cuda needs CuPy and an NVIDIA GPU"),
     ],
 )
 def test_bad_input_raises_one_clear_error(store, kwargs, message):

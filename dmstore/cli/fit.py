@@ -105,6 +105,13 @@ def register(subparsers, summary: str) -> None:
         help="solver precision (default: %(default)s; float64 for --tol below 1e-6)",
     )
     parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the products and the solver run: cpu (numpy) or cuda (CuPy on the GPU; its free memory must "
+        "hold --memory) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace datamodels fitted with other options, or imported ones"
     )
     parser.add_argument(
@@ -139,6 +146,7 @@ def run(args) -> int:
         scheduler=args.scheduler,
         overwrite=args.overwrite,
         recompute=args.recompute,
+        device=args.device,
         progress=args.progress,
     )
     a = result.attrs

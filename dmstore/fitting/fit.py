@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
+from dmstore.fitting.device import DEVICES, Device
+from dmstore.fitting.device import device as device_of
 from dmstore.fitting.fista import check_options
 from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
 from dmstore.fitting.passes import PassPlan, added_rows, gram_pass, grow_pass, mask_pass, target_pass
@@ -144,6 +146,7 @@ def fit(
     overwrite: bool = False,
     recompute: bool = False,
     models: int | None = None,
+    device: str | Device = "cpu",
     progress: bool = True,
     storage_options: dict | None = None,
 ) -> xr.Dataset:
@@ -193,6 +196,10 @@ def fit(
         Fit on the first ``models`` fit models only, the last of them the validation rows (a
         learning curve grows it: the statistics of the fit rows then add only the rows added).
         All by default.
+    device
+        Where the passes' products and the solver compute: ``cpu`` (numpy) or ``cuda`` (CuPy on
+        the GPU, whose free memory must hold ``memory``), or a
+        :class:`~dmstore.fitting.device.Device` of another array namespace (in this process only).
 
     Returns
     -------
@@ -230,6 +237,7 @@ def fit(
     sizes = dict(n_train=ds.sizes["train"], rows=rows["fit"].size, shard_rows=reader.shard_rows, block=target_batch,
                  val_rows=rows["val"].size)
     plan = plan_fit(memory=budget, **sizes)
+    dev = _checked_device(device, plan, scheduler)
     options = dict(
         lambdas=lambdas,
         lambda_ratio=lambda_ratio,
@@ -248,7 +256,7 @@ def fit(
         if recompute:
             for name in rows:
                 Moments(store, name, storage_options).delete()
-        _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, progress, storage_options)
+        _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, dev, progress, storage_options)
         Moments(store, "val", storage_options).group("a").attrs["val_models"] = val_models
         _check_data(Moments(store, "fit", storage_options), target, columns)
         if done is None:  # only now: a pass that fails on damaged data leaves no datamodels group
@@ -265,7 +273,9 @@ def fit(
         todo = target_blocks(columns, target_batch, done)
         with tqdm(total=sum(b - a for a, b in todo), desc="datamodels", unit="target", disable=not progress) as bar:
             try:
-                _run_blocks(store, target, todo, options, sizes, plan, budget, scheduler, bar.update, storage_options)
+                block_options = dict(options, device=dev.name if dev.name in DEVICES else dev)  # workers: a name
+                _run_blocks(store, target, todo, block_options, sizes, plan, budget, scheduler, bar.update,
+                            storage_options)
             finally:
                 release_counts()  # the in-memory counts (5 GB at CIFAR width) go with the fit
         consolidate(store, storage_options)
@@ -280,6 +290,23 @@ def fit(
             seconds_path=round(time.perf_counter() - passed, 3),
         )
         return result
+
+
+def _checked_device(device: str | Device, plan: FitPlan, scheduler: Any) -> Device:
+    """The :class:`Device` of ``device``, refused where it cannot run this fit: a GPU with less
+    free memory than the plan's peak (the budget bounds the device too), an object (not a name)
+    for a cluster."""
+    dev = device_of(device)
+    if scheduler is not None and dev.name not in DEVICES:
+        raise DmstoreError(f"device {dev.name!r} runs in this process only: fit without a scheduler")
+    free = dev.free_bytes()
+    need = plan.peak - BASE  # what the device holds of the plan: all of it but the interpreter
+    if free is not None and free < need:
+        raise DmstoreError(
+            f"--device {dev.name}: this fit's plan needs up to {need / 2**30:.1f} GiB on the GPU but "
+            f"{free / 2**30:.1f} GiB is free there: lower --memory (the plan shrinks to fit) or free the GPU"
+        )
+    return dev
 
 
 def _check_group(
@@ -313,6 +340,7 @@ def _fill_moments(
     columns: slice,
     n_targets: int,
     plan: FitPlan,
+    device: Device,
     progress: bool,
     storage_options: dict | None,
 ) -> None:
@@ -342,12 +370,12 @@ def _fill_moments(
         for moments, positions in work:
             if moments.name == "fit":
                 while added_rows(moments, positions) is not None:
-                    grow_pass(moments, reader, positions, pass_plan, bar.update)
-                gram_pass(moments, reader, positions, pass_plan, bar.update)  # nothing left where it grew
+                    grow_pass(moments, reader, positions, pass_plan, bar.update, device)
+                gram_pass(moments, reader, positions, pass_plan, bar.update, device)  # nothing left where it grew
             else:
                 mask_pass(moments, reader, positions, bar.update)
             missing = [b for b in wanted if b not in moments.target_blocks(target)]
-            target_pass(moments, reader, positions, target, n_targets, missing, pass_plan, bar.update)
+            target_pass(moments, reader, positions, target, n_targets, missing, pass_plan, bar.update, device)
 
 
 def _check_data(moments: Moments, target: str, columns: slice) -> None:
@@ -385,7 +413,7 @@ def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: in
     """Path and refit of the targets ``cols`` of a block (halved where the working set outgrows
     the plan): raw weights, bias, lam, the larger of the two relative gaps, validation R^2."""
     common = dict(standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"],
-                  cap=args["cap"], dense=args["dense"])
+                  cap=args["cap"], dense=args["dense"], device=device_of(args["device"]))
     fit_part, val_part = fit_stats.targets(cols), val_stats.targets(cols)
     try:
         path = solver.path(fit_part, val_part, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],

@@ -9,7 +9,10 @@ interrupted pass resumes at the first panel not recorded. The masks of the rows 
 between panels when the plan allows, and read again for each panel otherwise. The target
 statistics ``X^T Y`` follow in a second pass over the bands, for the target blocks not yet written.
 Products of 0/1 masks in float32 are exact integers up to 2^24 models. The validation rows keep
-their masks instead of counts (:func:`mask_pass`).
+their masks instead of counts (:func:`mask_pass`). The products run on a
+:class:`~dmstore.fitting.device.Device` (numpy's in-place ``sgemm`` on the CPU, the namespace's
+``matmul`` elsewhere: CuPy on a GPU); the bands enter through its ``put`` and the finished tiles and
+target statistics leave through its ``get``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from scipy.linalg.blas import sgemm
 from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
+from dmstore.fitting.device import CPU, Device
 from dmstore.fitting.moments import XTY_BLOCK, Moments, rows_digest
 from dmstore.fitting.reads import BandReader
 
@@ -42,11 +46,20 @@ class PassPlan:
     target_blocks: int
 
 
-def panel_product(panel: np.ndarray, masks: np.ndarray, start: int, stop: int) -> None:
-    """Add ``X[:, start:stop]^T X[:, start:]`` of a band of masks into ``panel`` in place.
+def new_panel(start: int, stop: int, n_train: int, device: Device) -> Any:
+    """A zero panel ``[stop - start, N - start]`` float32 on ``device`` (Fortran order on the CPU:
+    sgemm's ``c``)."""
+    if device.xp is np:
+        return np.zeros((stop - start, n_train - start), dtype=np.float32, order="F")
+    return device.xp.zeros((stop - start, n_train - start), dtype=device.xp.float32, device=device.where)
 
-    ``panel`` is ``[stop - start, N - start]`` float32 in Fortran order (sgemm's ``c``).
-    """
+
+def panel_product(panel: Any, masks: np.ndarray, start: int, stop: int, device: Device = CPU) -> None:
+    """Add ``X[:, start:stop]^T X[:, start:]`` of a band of masks (host) into ``panel`` in place."""
+    if device.xp is not np:
+        right = device.put(masks[:, start:], np.float32)
+        panel += right[:, : stop - start].T @ right
+        return
     right = masks[:, start:].astype(np.float32)  # [rows, N - start], C order
     left = np.ascontiguousarray(right[:, : stop - start])
     out = sgemm(1.0, left.T, right.T, beta=1.0, c=panel, trans_b=1, overwrite_c=1)
@@ -73,7 +86,12 @@ def mask_bands(reader: BandReader, positions: np.ndarray, keep: bool) -> Callabl
 
 
 def gram_pass(
-    moments: Moments, reader: BandReader, positions: np.ndarray, plan: PassPlan, progress: Callable[[int], None]
+    moments: Moments,
+    reader: BandReader,
+    positions: np.ndarray,
+    plan: PassPlan,
+    progress: Callable[[int], None],
+    device: Device = CPU,
 ) -> None:
     """Fill ``moments`` with the counts and column sums of the rows ``positions`` (resumable)."""
     digest = rows_digest(positions)
@@ -88,17 +106,17 @@ def gram_pass(
     bands = mask_bands(reader, positions, plan.cache_masks)
     for i in range(int(group.attrs["panels"]), tile_file.n_tiles):
         start, stop = i * tile, min((i + 1) * tile, n_train)
-        panel = np.zeros((stop - start, n_train - start), dtype=np.float32, order="F")
+        panel = new_panel(start, stop, n_train, device)
         xsum = np.zeros(n_train)
         for masks in bands():
-            panel_product(panel, masks, start, stop)
+            panel_product(panel, masks, start, stop, device)
             if i == 0:
                 xsum += masks.sum(axis=0)
             progress(masks.shape[0])
         if i == 0:
             group.create_array("xsum", data=xsum, chunks=(n_train,), dimension_names=("train",), overwrite=True)
         for j in range(i, tile_file.n_tiles):
-            tile_file.write(i, j, panel[:, (j - i) * tile : (j - i + 1) * tile])
+            tile_file.write(i, j, device.get(panel[:, (j - i) * tile : (j - i + 1) * tile]))
         group.attrs["panels"] = i + 1
     group.attrs["complete"] = True
 
@@ -117,7 +135,12 @@ def added_rows(moments: Moments, positions: np.ndarray) -> np.ndarray | None:
 
 
 def grow_pass(
-    moments: Moments, reader: BandReader, positions: np.ndarray, plan: PassPlan, progress: Callable[[int], None]
+    moments: Moments,
+    reader: BandReader,
+    positions: np.ndarray,
+    plan: PassPlan,
+    progress: Callable[[int], None],
+    device: Device = CPU,
 ) -> None:
     """Add to complete statistics the rows of ``positions`` they lack, reading only those rows.
 
@@ -147,7 +170,8 @@ def grow_pass(
             split = key.removeprefix("xty_")
             split_reader = reader if split == reader.split else BandReader(moments.url, split, moments.storage_options)
             n_targets = group[key].shape[1]
-            target_pass(part, split_reader, added, split, n_targets, sorted(group.attrs[key]), plan, progress)
+            blocks = sorted(group.attrs[key])
+            target_pass(part, split_reader, added, split, n_targets, blocks, plan, progress, device)
         part.group("a").attrs["complete"] = True  # a fresh handle: attributes are written whole
         total = np.union1d(old, added)
         state: dict[str, Any] = {"part": k, "rows": rows_digest(total), "n": int(total.size), "panels": 0, "sums": {}}
@@ -159,12 +183,12 @@ def grow_pass(
     tile, n_train = tile_file.tile, tile_file.size
     for i in range(int(state["panels"]), tile_file.n_tiles):
         start, stop = i * tile, min((i + 1) * tile, n_train)
-        panel = np.zeros((stop - start, n_train - start), dtype=np.float32, order="F")
+        panel = new_panel(start, stop, n_train, device)
         for masks in bands():
-            panel_product(panel, masks, start, stop)
+            panel_product(panel, masks, start, stop, device)
             progress(masks.shape[0])
         for j in range(i, tile_file.n_tiles):
-            delta = panel[:, (j - i) * tile : (j - i + 1) * tile]
+            delta = device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])
             current = tile_file.read_tile(i, j)
             now, change = float(current.sum(dtype=np.float64)), float(delta.sum(dtype=np.float64))
             key = f"{i},{j}"
@@ -220,21 +244,25 @@ def target_pass(
     blocks: list[int],
     plan: PassPlan,
     progress: Callable[[int], None],
+    device: Device = CPU,
 ) -> None:
     """Write ``X^T Y`` and the target sums of the given target blocks of ``split`` over ``positions``."""
+    xp = device.xp
     for first in range(0, len(blocks), plan.target_blocks):
         group = blocks[first : first + plan.target_blocks]
         cols = [slice(b * XTY_BLOCK, min((b + 1) * XTY_BLOCK, n_targets)) for b in group]
         columns = slice(cols[0].start, cols[-1].stop)
         width = columns.stop - columns.start
-        xty, ysum, yy = np.zeros((reader.n_train, width)), np.zeros(width), np.zeros(width)
+        xty = xp.zeros((reader.n_train, width), dtype=xp.float64, device=device.where)
+        ysum, yy = np.zeros(width), np.zeros(width)
         for band in reader.bands(positions):
             masks, margins = reader.masks(band), reader.margins(band, columns).astype(np.float64)
             check_finite(margins, band, columns, reader)
-            xty += masks.T.astype(np.float64) @ margins
+            xty += device.put(masks, np.float64).T @ device.put(margins)
             ysum += margins.sum(axis=0)
             yy += (margins * margins).sum(axis=0)
             progress(masks.shape[0])
+        xty = device.get(xty)
         for block, col in zip(group, cols):
             local = slice(col.start - columns.start, col.stop - columns.start)
             moments.write_targets(split, n_targets, block, xty[:, local], ysum[local], yy[local])
