@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
-from dmstore.fitting.moments import DeltaGram, Moments, in_memory, rows_digest
+from dmstore.fitting.moments import DeltaGram, Moments, Statistics, in_memory, rows_digest
 from dmstore.fitting.passes import PassPlan, gram_pass, panel_product, target_pass
 from dmstore.fitting.reads import BandReader
 
@@ -137,6 +137,14 @@ def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_the
     rows = np.array([49, 0, 17, 17])
     np.testing.assert_array_equal(gram.rows(rows), (masks.T.astype(np.int64) @ masks)[rows])
     assert gram.delta.dtype == np.int16
+    # the centred counts, fused in float32, against float64 from the masks: to float32 rounding
+    x = masks.astype(np.float64)
+    truth = (x.T @ x - np.multiply.outer(xsum, xsum) / 300)[rows]
+    fused, plain = np.empty((4, 50), np.float32), np.empty((4, 50), np.float32)
+    gram.centred(rows, fused)
+    Statistics(300, xsum, None, None, None, gram.rows).centred_counts(rows, plain)
+    assert np.abs(fused - truth).max() < 1e-5 * np.abs(truth).max()
+    np.testing.assert_allclose(plain, fused, atol=1e-5 * np.abs(truth).max())
     assert DeltaGram.load(moments.tile_file(), xsum * 1000, 300) is None  # differences beyond int16
 
 

@@ -59,6 +59,8 @@ GROUP = "moments"
 XTY_BLOCK = 256
 #: Mask columns converted to float32 at once when counts are computed from kept masks.
 MASK_COLUMNS = 4096
+#: Rows of counts centred at once from ``counts`` (bounds a ``[rows, N]`` float64 product).
+COUNT_ROWS = 1024
 
 
 def rows_digest(positions: np.ndarray) -> str:
@@ -84,6 +86,9 @@ class Statistics:
         Rows of ``X^T X`` by position: ``counts(rows) -> [len(rows), N]`` float32.
     cross
         ``cross(a, b) -> [len(a), len(b)]``: a block of ``X^T X`` (default: from ``counts``).
+    centred
+        ``centred(rows, out)`` writes :meth:`centred_counts` into ``out`` float32 (default: from
+        ``counts``).
     """
 
     n: int
@@ -93,11 +98,25 @@ class Statistics:
     yy: np.ndarray
     counts: Callable[[np.ndarray], np.ndarray]
     cross: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    centred: Callable[[np.ndarray, np.ndarray], None] | None = None
 
     def targets(self, columns: slice) -> Statistics:
         """The statistics of some of the targets (the counts are shared)."""
         return Statistics(self.n, self.xsum, self.xty[:, columns], self.ysum[columns], self.yy[columns],
-                          self.counts, self.cross)
+                          self.counts, self.cross, self.centred)
+
+    def centred_counts(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Write ``(X^T X)[rows] - xsum[rows] xsum / n`` (``n`` times the covariance of the masks:
+        the counts less those of independent features) into ``out`` ``[len(rows), N]``, in its
+        dtype. The counts are exact; the subtraction is done once, without dividing first (no
+        cancellation of two numbers near ``mean^2``)."""
+        if self.centred is not None and out.dtype == np.float32:
+            self.centred(rows, out)
+            return
+        for start in range(0, len(rows), COUNT_ROWS):  # bounds the float64 product
+            part, block = rows[start : start + COUNT_ROWS], out[start : start + COUNT_ROWS]
+            block[...] = self.counts(part)
+            block -= np.multiply.outer(self.xsum[part], self.xsum / self.n).astype(out.dtype, copy=False)
 
     def block(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``(X^T X)[a][:, b]``."""
@@ -152,14 +171,25 @@ def of_masks(masks: np.ndarray, xty: np.ndarray, ysum: np.ndarray, yy: np.ndarra
     return Statistics(xt.shape[1], xt.sum(axis=1, dtype=np.float64), xty, ysum, yy, counts, cross)
 
 
+def independent_counts(xsum_a: np.ndarray, xsum_b: np.ndarray, n: int) -> np.ndarray:
+    """``xsum_a xsum_b / n`` in float32 ``[len(a), len(b)]``: the counts features ``a`` and ``b``
+    would have if they were independent (:class:`DeltaGram`'s expectation is its ``rint``)."""
+    return np.multiply(xsum_a.astype(np.float32)[:, None], (xsum_b / n).astype(np.float32)[None, :])
+
+
 class DeltaGram:
-    """The counts ``X^T X`` of one set of rows held in memory as int16 differences from their
-    expectation ``round(xsum_i xsum_j / n)``: exact, and half the bytes of float32 (5 GB at
-    CIFAR-10's N = 50,000). For random subsets the differences are of order ``sqrt(n) / 4``
-    (about 35 at 18,000 models, 135 at 290,000); :meth:`load` refuses where one is not."""
+    """The counts ``X^T X`` of one set of rows held in memory as int16 differences ``delta`` from
+    their expectation ``E = rint(xsum_i xsum_j / n)`` (:func:`independent_counts`, float32):
+    exact, and half the bytes of float32 (5 GB at CIFAR-10's N = 50,000). For random subsets the
+    differences are of order ``sqrt(n) / 4`` (about 35 at 18,000 models, 135 at 290,000); the
+    diagonal's are ``xsum (1 - xsum / n)``; :meth:`load` refuses where one does not fit."""
+
+    #: Rows centred at once by :meth:`centred` (a few MB: the steps stay in the CPU's cache).
+    CHUNK = 8
 
     def __init__(self, delta: np.ndarray, xsum: np.ndarray, n: int) -> None:
         self.delta, self.xsum, self.n = delta, xsum, n
+        self._xsum32, self._share32 = xsum.astype(np.float32), (xsum / n).astype(np.float32)
 
 
     @classmethod
@@ -174,7 +204,7 @@ class DeltaGram:
             i, j = pair
             rows = slice(i * tile, min((i + 1) * tile, size))
             cols = slice(j * tile, min((j + 1) * tile, size))
-            diff = tile_file.read_tile(i, j) - np.rint(np.multiply.outer(xsum[rows], xsum[cols] / n))
+            diff = tile_file.read_tile(i, j) - np.rint(independent_counts(xsum[rows], xsum[cols], n))
             if np.abs(diff).max() > np.iinfo(np.int16).max:
                 return False
             delta[rows, cols] = diff
@@ -187,11 +217,22 @@ class DeltaGram:
         return cls(delta, xsum, n)
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The counts of ``rows`` ``[len(rows), N]`` float32 (exact)."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.multiply.outer(self.xsum[rows], self.xsum / self.n)  # the float64 product load used
-        np.rint(out, out=out)
+        out = np.rint(independent_counts(self.xsum[rows], self.xsum, self.n))
         out += self.delta[rows]
-        return out.astype(np.float32)
+        return out
+
+    def centred(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """:meth:`Statistics.centred_counts` of ``rows`` into ``out`` float32, fused and in
+        :attr:`CHUNK`-row steps: with ``x`` the independent counts, ``C - x = delta - (x - rint(x))``,
+        whose inner difference is exact in float32."""
+        rows = np.asarray(rows, dtype=np.int64)
+        for start in range(0, rows.size, self.CHUNK):
+            part, block = rows[start : start + self.CHUNK], out[start : start + self.CHUNK]
+            np.multiply(self._xsum32[part][:, None], self._share32[None, :], out=block)
+            block -= np.rint(block)
+            np.subtract(self.delta[part], block, out=block)
 
 
 class Moments:
@@ -347,12 +388,12 @@ class Moments:
             checked = CheckedArray(masks, damaged_row_blocks(masks, [[0, masks.shape[0]]]))
             return of_masks(checked.read(slice(0, masks.shape[0])), *targets)
         n, xsum = int(group.attrs["n"]), self.xsum(group)
-        counts = self.tile_file().rows
+        xty, ysum, yy = targets
         if in_memory:
             gram = _delta_gram(self.url, self.path, group.attrs["rows"], _frozen(self.storage_options))
-            counts = gram.rows if gram is not None else counts
-        xty, ysum, yy = targets
-        return Statistics(n, xsum, xty, ysum, yy, counts)
+            if gram is not None:
+                return Statistics(n, xsum, xty, ysum, yy, gram.rows, centred=gram.centred)
+        return Statistics(n, xsum, xty, ysum, yy, self.tile_file().rows)
 
 
 def _frozen(options: dict | None) -> str:

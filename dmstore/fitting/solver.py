@@ -46,7 +46,8 @@ from dmstore.fitting.moments import Statistics
 #: A feature outside the working set violates the optimality conditions when its gradient exceeds
 #: ``lam`` by more than this relative margin (float32 rounding of a feature exactly at ``lam``).
 KKT_MARGIN = 1e-5
-#: Rows converted from counts to the solver's space at once (bounds a float64 temporary).
+#: Rows converted from counts to the solver's space at once on a device other than the CPU (the
+#: host buffer they pass through).
 CONVERT_ROWS = 1024
 #: The working set is compacted once fewer than this share of its features are in use (compacting
 #: copies its rows, so not after every path point).
@@ -97,27 +98,33 @@ class Space:
         c = (s.xty.T / s.n - ybar[:, None] * self.mean[None, :]) * self.scale[None, :]
         return self.device.put(c, self.dtype), ybar, syy
 
-    def _centre(self, counts: np.ndarray, a: Any, b: Any) -> Any:
-        """``G[a][:, b]`` on the device from the exact counts ``(X^T X)[a][:, b]`` (host), in the
-        solver's dtype (the counts are exact integers; float32 keeps the centred entries to about 1e-6)."""
+    def _scale(self, centred: Any, a: Any, b: Any) -> Any:
+        """``G[a][:, b]`` of the centred counts ``(X^T X)[a][:, b] - xsum_a xsum_b / n`` (on the
+        device, in place): ``G = S (centred / n) S`` with ``S`` the features' scales."""
         dev = self.device
-        gram = dev.put(counts, self.dtype)
-        mean_a, mean_b = dev.put(self.mean[a], self.dtype), dev.put(self.mean[b], self.dtype)
-        scale_a, scale_b = dev.put(self.scale[a], self.dtype), dev.put(self.scale[b], self.dtype)
-        gram *= 1.0 / self.stats.n
-        gram -= mean_a[:, None] * mean_b[None, :]
-        gram *= scale_a[:, None] * scale_b[None, :]
-        return gram
+        centred *= dev.put(self.scale[a] / self.stats.n, self.dtype)[:, None]
+        centred *= dev.put(self.scale[b], self.dtype)[None, :]
+        return centred
 
     def gram_block(self, a: np.ndarray, b: np.ndarray) -> Any:
         """``G[a][:, b]`` (this space, on the device)."""
-        return self._centre(self.stats.block(a, b), a, b)
+        s = self.stats
+        counts = s.block(a, b).astype(np.float64) - np.multiply.outer(s.xsum[a], s.xsum[b] / s.n)
+        return self._scale(self.device.put(counts, self.dtype), a, b)
 
     def gram_rows(self, rows: np.ndarray, out: Any) -> None:
-        """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]`` (on the device)."""
+        """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]`` (on the device): on
+        numpy straight into ``out``, else through a host buffer of :data:`CONVERT_ROWS` rows."""
+        dev = self.device
+        if dev.xp is np:
+            self.stats.centred_counts(rows, out)
+            self._scale(out, rows, slice(None))
+            return
+        host = np.empty((min(CONVERT_ROWS, rows.size), self.mean.size), dtype=self.dtype)
         for start in range(0, rows.size, CONVERT_ROWS):
             part = rows[start : start + CONVERT_ROWS]
-            out[start : start + part.size, :] = self._centre(self.stats.counts(part), part, slice(None))
+            self.stats.centred_counts(part, host[: part.size])
+            out[start : start + part.size, :] = self._scale(dev.put(host[: part.size], self.dtype), part, slice(None))
 
     def to_raw(self, w: np.ndarray, features: np.ndarray, ybar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``[N, B]`` weights and ``[B]`` intercepts of solver weights ``w`` ``[B, K]`` (host)
