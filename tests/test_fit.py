@@ -186,18 +186,18 @@ def test_target_ranges_fill_one_group_and_an_interrupted_fit_finishes_the_same(s
         fit(store_, targets=slice(0, 6), target_batch=4, progress=False)
     whole = fit(other, target_batch=4, progress=False)  # the same commands, never interrupted
     calls = []
-    original = solver.refit
+    original = dmstore.fitting.fit.write_block
 
     def crash_on_third(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
-            raise KeyboardInterrupt  # killed midway through the third block
+            raise KeyboardInterrupt  # killed while the third block is written
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(solver, "refit", crash_on_third)
+    monkeypatch.setattr(dmstore.fitting.fit, "write_block", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         fit(path, target_batch=4, progress=False)
-    monkeypatch.setattr(solver, "refit", original)
+    monkeypatch.setattr(dmstore.fitting.fit, "write_block", original)
     # blocks 0:4, 4:6 (first call), 6:8, 8:12 were written; the rest is missing
     assert sorted(dmstore.io.datamodels.fitted_blocks(path, "test")) == [(0, 4), (4, 6), (6, 8), (8, 12)]
     written = []

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
-from dmstore.fitting.plan import MIN_CAP, pass_bytes, plan_fit, solver_bytes
+from dmstore.fitting.plan import DENSE_TARGETS, MIN_CAP, pass_bytes, plan_fit, solver_bytes
 
 GiB = 2**30
 
@@ -56,6 +56,7 @@ def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(n_t
         return
     assert plan.peak <= memory
     assert min(MIN_CAP, n_train) <= plan.cap <= n_train
+    assert plan.batch == block or (plan.dense and plan.batch % block == 0 and plan.batch <= max(block, DENSE_TARGETS))
     bigger = plan_fit(n_train, rows, 2048, block, 2 * memory, val)
     assert bigger.cap >= plan.cap and bigger.target_blocks >= plan.target_blocks
     assert bigger.cache_gram >= plan.cache_gram and bigger.cache_masks >= plan.cache_masks
@@ -63,4 +64,6 @@ def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(n_t
 
 @pytest.mark.parametrize(("n_train", "dense"), [(1_000, True), (4_096, True), (4_097, False), (50_000, False)])
 def test_narrow_problems_are_solved_on_the_whole_gram(n_train, dense):
-    assert plan_fit(n_train, 10_000, 2048, 256, 16 * GiB, 1_000).dense is dense
+    plan = plan_fit(n_train, 10_000, 2048, 256, 16 * GiB, 1_000)
+    assert plan.dense is dense
+    assert plan.batch == (DENSE_TARGETS if dense else 256)  # dense: blocks solved together

@@ -391,22 +391,41 @@ def _check_data(moments: Moments, target: str, columns: slice) -> None:
         )
 
 
-def fit_block(store: str, target: str, start: int, stop: int, args: dict, storage_options: dict | None) -> None:
-    """Fit, write and record the targets ``start:stop`` from the persisted statistics."""
-    columns = slice(start, stop)
+def fit_blocks(
+    store: str, target: str, blocks: list[tuple[int, int]], args: dict, storage_options: dict | None
+) -> None:
+    """Fit, write and record the target ``blocks`` (contiguous) from the persisted statistics:
+    solved together (one batch where the plan is dense), each block written and recorded."""
+    columns = slice(blocks[0][0], blocks[-1][1])
     fit_stats = Moments(store, "fit", storage_options).statistics(target, columns, in_memory=args["cache_gram"])
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
-    step = stop - start if args["dense"] else SOLVE_TARGETS  # dense: the whole block in one batch
-    parts = [_solve(fit_stats, val_stats, slice(a, min(a + step, stop - start)), start, args)
-             for a in range(0, stop - start, step)]
-    weight, bias, lam, gap, r2 = (np.concatenate([p[i] for p in parts], axis=-1) for i in range(5))
-    summary = {
-        "lam": [float(v) for v in lam],
-        "nonzeros": [int(v) for v in (weight != 0).sum(axis=0)],
-        "val_r2": [float(v) if np.isfinite(v) else None for v in r2],
-        "not_converged": int((gap > args["tol"]).sum()),
-    }
-    write_block(store, target, start, weight, bias, lam, summary, storage_options)
+    width = columns.stop - columns.start
+    step = width if args["dense"] else SOLVE_TARGETS  # dense: one batch
+    parts = [_solve(fit_stats, val_stats, slice(a, min(a + step, width)), columns.start, args)
+             for a in range(0, width, step)]
+    solved = [np.concatenate([p[i] for p in parts], axis=-1) for i in range(5)]
+    for start, stop in blocks:
+        local = slice(start - columns.start, stop - columns.start)
+        weight, bias, lam, gap, r2 = (a[..., local] for a in solved)
+        summary = {
+            "lam": [float(v) for v in lam],
+            "nonzeros": [int(v) for v in (weight != 0).sum(axis=0)],
+            "val_r2": [float(v) if np.isfinite(v) else None for v in r2],
+            "not_converged": int((gap > args["tol"]).sum()),
+        }
+        write_block(store, target, start, weight, bias, lam, summary, storage_options)
+
+
+def batches(blocks: list[tuple[int, int]], targets: int) -> list[list[tuple[int, int]]]:
+    """Runs of contiguous ``blocks`` of at most ``targets`` targets (a block longer stays alone)."""
+    runs: list[list[tuple[int, int]]] = []
+    for block in blocks:
+        run = runs[-1] if runs else None
+        if run and run[-1][1] == block[0] and block[1] - run[0][0] <= targets:
+            run.append(block)
+        else:
+            runs.append([block])
+    return runs
 
 
 def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: int, args: dict) -> tuple:
@@ -448,7 +467,7 @@ def _checked_cluster(scheduler: Any, budget: int, plan: FitPlan) -> Iterator[Any
 
 
 def _block_args(options: dict, plan: FitPlan) -> dict:
-    """The arguments of :func:`fit_block` for blocks solved under ``plan``."""
+    """The arguments of :func:`fit_blocks` for blocks solved under ``plan``."""
     return dict(options, dtype=DTYPES[options["dtype"]], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense)
 
 
@@ -469,9 +488,9 @@ def _run_blocks(
     another cluster, whose workers' memory limits must hold a block solved under ``plan``.
     ``sizes`` are the arguments of :func:`plan_fit` but the memory."""
     if scheduler is None:
-        for start, stop in blocks:
-            fit_block(store, target, start, stop, _block_args(options, plan), storage_options)
-            progress(stop - start)
+        for run in batches(blocks, plan.batch):
+            fit_blocks(store, target, run, _block_args(options, plan), storage_options)
+            progress(run[-1][1] - run[0][0])
         return
     from dask.distributed import as_completed
 
@@ -486,7 +505,8 @@ def _run_blocks(
     with budget_client(scheduler, budget, driver=BASE, worker=need, option="--memory") as client:
         args = _block_args(options, plan)
         futures = {
-            client.submit(fit_block, store, target, a, b, args, storage_options, pure=False): b - a for a, b in blocks
+            client.submit(fit_blocks, store, target, [(a, b)], args, storage_options, pure=False): b - a
+            for a, b in blocks
         }
         for future in as_completed(futures, loop=client.loop):
             future.result()

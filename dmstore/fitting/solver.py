@@ -225,7 +225,7 @@ def solve_on(
             w = xp.zeros((c.shape[0], 0), dtype=c.dtype, device=dev.where)
         else:
             gram = ws.block()
-            w, _, gap_d, iters = solve(
+            w, gw, gap_d, iters = solve(
                 gram,
                 xp.take(c, ws.index, axis=1),
                 lam,
@@ -238,6 +238,8 @@ def solve_on(
             )
             gap = dev.get(gap_d)
             iterations += dev.get(iters)
+            if k == ws.member.size:  # every feature: the conditions hold, the gradient is FISTA's
+                return w, c - gw, gap, iterations
             used = used_features(w, xp)  # w G[U, :] needs only the rows of non-zero weights
             if used.shape[0] > k // 4:  # most rows: one GEMM on the rows in place beats gathering them
                 grad = c - w @ ws.rows[:k, :]
@@ -248,7 +250,14 @@ def solve_on(
         if not violated.any():
             return w, grad, gap, iterations
         ws.add(np.flatnonzero(violated))
-        w = xp.concat([w, xp.zeros((w.shape[0], ws.size - k), dtype=w.dtype, device=dev.where)], axis=1)
+        w = widened(w, ws.size, xp)
+
+
+def widened(w: Any, size: int, xp: Any) -> Any:
+    """Weights ``w`` ``[B, K]`` with zero columns added up to ``size`` (features that joined)."""
+    if w.shape[1] == size:
+        return w
+    return xp.concat([w, xp.zeros((w.shape[0], size - w.shape[1]), dtype=w.dtype, device=w.device)], axis=1)
 
 
 @dataclass(frozen=True)
@@ -306,7 +315,7 @@ def path(
     w = xp.zeros((n_targets, ws.size), dtype=c.dtype, device=dev.where)
     syy_d = dev.put(syy, np.float64)
     grad = xp.asarray(c, copy=True)
-    best: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # target -> (features, weights) at its best
+    best = np.zeros((n_targets, fit.n_train))  # each target's weights (solver space) at its best point
     best_mse = syy_val + offset**2
     best_step = np.zeros(n_targets, dtype=np.int64)
     gap = np.zeros(n_targets)
@@ -317,29 +326,33 @@ def path(
     for step in range(1 if lambdas > 1 else 0, lambdas):
         running = np.zeros(n_targets, dtype=bool)
         running[active] = True
-        act = dev.put(running)
+        act: Any = ... if active.size == n_targets else dev.put(running)  # all running: views, no copies
         lam = grid[step, active]
         lam_d = dev.put(lam, np.float64)
         # the features that violate the optimality conditions at the new lam join the set
         limit = xp.astype(lam_d, c.dtype)[:, None]
         ws.add(np.flatnonzero(dev.get(xp.any(xp.abs(grad[act]) > limit, axis=0))))
-        w = xp.concat([w, xp.zeros((n_targets, ws.size - w.shape[1]), dtype=c.dtype, device=dev.where)], axis=1)
+        w = widened(w, ws.size, xp)
         w_a, grad_a, gap_a, iters = solve_on(ws, c[act], lam_d, syy_d[act], w[act], tol=tol, max_iter=max_iter)
-        w = xp.concat([w, xp.zeros((n_targets, ws.size - w.shape[1]), dtype=c.dtype, device=dev.where)], axis=1)
+        w = widened(w, ws.size, xp)
         w[act], grad[act] = w_a, grad_a
         iterations[active] += iters
         steps[active] = step
         u = ws.features
-        fitted = row_dots(w_a, w_a @ ws.block(1), xp) - 2 * row_dots(xp.take(c_val[act], ws.index, axis=1), w_a, xp)
-        moved = w_a @ dev.put(shift[u], c.dtype)
+        # the validation MSE, on the features some target uses: w'G_val w - 2 c_val'w + the means' shift
+        used = used_features(w_a, xp)
+        w_u, g_val = xp.take(w_a, used, axis=1), ws.block(1)
+        g_uu = xp.take(xp.take(g_val, used, axis=0), used, axis=1)
+        c_u = xp.take(c_val[act], xp.take(ws.index, used), axis=1)
+        fitted = row_dots(w_u, w_u @ g_uu, xp) - 2 * row_dots(c_u, w_u, xp)
+        moved = w_u @ xp.take(dev.put(shift[u], c.dtype), used)
         mse = syy_val[active] + dev.get(fitted) + (offset[active] - dev.get(moved)) ** 2
         better = (mse < best_mse[active]) | (lambdas == 1)
-        if better.any():
-            w_host = dev.get(w_a)
-            for i in np.flatnonzero(better):
-                nz = np.flatnonzero(w_host[i])
-                best[int(active[i])] = (u[nz], w_host[i, nz])
         improved = active[better]
+        if improved.size:
+            rows = np.zeros((improved.size, fit.n_train))
+            rows[:, u] = dev.get(w_a)[better]
+            best[improved] = rows
         best_mse[improved], best_step[improved], gap[improved] = mse[better], step, gap_a[better]
         stale[active] = np.where(better, 0, stale[active] + 1)
         finished = stale[active] >= patience
@@ -350,15 +363,15 @@ def path(
             break
         running[:] = False
         running[active] = True
+        if dense:
+            continue
         used = dev.get(xp.any(w[dev.put(running)] != 0, axis=0))  # drop the features no running target uses
-        if not dense and used.sum() < PRUNE_BELOW * used.size:
+        if used.sum() < PRUNE_BELOW * used.size:
             ws.keep(used)
             w = xp.take(w, dev.put(np.flatnonzero(used)), axis=1)
     if progress is not None and active.size:
         progress(int(active.size))
-    weight = np.zeros((fit.n_train, n_targets))
-    for t, (features, values) in best.items():
-        weight[features, t] = values * space.scale[features]
+    weight = (best * space.scale).T
     bias = ybar - weight.T @ space.mean
     return BlockResult(weight, bias, grid[best_step, np.arange(n_targets)], gap, iterations, best_mse, syy_val, steps)
 
