@@ -81,9 +81,9 @@ def duality_gap(w: Any, gw: Any, c: Any, lam: Any, syy: Any, xp: Any) -> tuple[A
     cw = row_dots(c, w, xp)
     wgw = row_dots(w, gw, xp)
     l1 = xp.sum(xp.abs(w), axis=1, dtype=xp.float64)
-    residual = xp.clip(syy - 2.0 * cw + wgw, min=0.0)
+    residual = xp.maximum(syy - 2.0 * cw + wgw, 0.0)
     dual_norm = xp.astype(xp.max(xp.abs(c - gw), axis=1), xp.float64)
-    kappa = xp.where(dual_norm > lam, lam / xp.clip(dual_norm, min=1e-300), 1.0)
+    kappa = xp.where(dual_norm > lam, lam / xp.maximum(dual_norm, 1e-300), 1.0)
     primal = 0.5 * residual + lam * l1
     dual = kappa * (syy - cw) - 0.5 * kappa**2 * residual
     return primal - dual, primal
@@ -136,7 +136,7 @@ def solve(
     dtype = w.dtype
     running = xp.arange(n_cols, device=w.device)
     finished: list[tuple[Any, Any, Any, Any, int]] = []  # targets, weights, products, gaps, iteration
-    threshold = tol * xp.clip(syy, min=1e-300)
+    threshold = tol * xp.maximum(syy, 1e-300)
     step = 1.0 / lipschitz
     gw = gram_product(gram, w, xp) if gw is None else gw
     w_prev, gw_prev = w, gw
@@ -146,7 +146,7 @@ def solve(
         gap, primal = duality_gap(w, gw, c, lam, syy, xp)
         done = (gap <= threshold) | (iteration == max_iter)
         if bool(xp.any(done)):
-            finished.append((running[done], w[done], gw[done], gap[done] / xp.clip(syy[done], min=1e-300),
+            finished.append((running[done], w[done], gw[done], gap[done] / xp.maximum(syy[done], 1e-300),
                              iteration))
             keep = ~done
             if not bool(xp.any(keep)):
@@ -159,16 +159,18 @@ def solve(
         t = xp.where(primal > primal_prev, 1.0, t)
         t_next = 0.5 * (1.0 + xp.sqrt(1.0 + 4.0 * t * t))
         beta = xp.astype((t - 1.0) / t_next, dtype)[:, None]
-        y = (w - w_prev) * beta
+        y = w - w_prev
+        y *= beta
         y += w
-        gy = (gw - gw_prev) * beta
+        gy = gw - gw_prev
+        gy *= beta
         gy += gw
         # proximal gradient step from y: soft-threshold y - (Gy - c) / L at lam / L
         gy -= c
         gy *= step
         y -= gy
-        w_new = xp.clip(xp.abs(y) - xp.astype(lam * step, dtype)[:, None], min=0.0)
-        w_new = xp.copysign(w_new, y)
+        threshold_ = xp.astype(lam * step, dtype)[:, None]
+        w_new = y - xp.clip(y, -threshold_, threshold_)
         w_prev, gw_prev = w, gw
         w, gw = w_new, gram_product(gram, w_new, xp)
         t, primal_prev = t_next, primal

@@ -40,7 +40,7 @@ import numpy as np
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting.device import CPU, Device
-from dmstore.fitting.fista import lambda_grid, row_dots, solve, top_eigenvalue, used_features
+from dmstore.fitting.fista import gram_product, lambda_grid, row_dots, solve, top_eigenvalue, used_features
 from dmstore.fitting.moments import Statistics
 
 #: A feature outside the working set violates the optimality conditions when its gradient exceeds
@@ -205,12 +205,13 @@ class WorkingSet:
 
 
 def solve_on(
-    ws: WorkingSet, c: Any, lam: Any, syy: Any, w: Any, *, tol: float, max_iter: int
+    ws: WorkingSet, c: Any, lam: Any, syy: Any, w: Any, gw: Any = None, *, tol: float, max_iter: int
 ) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """Solve targets ``c`` ``[A, N]`` at ``lam`` (float64 ``[A]``), growing ``ws`` until the KKT
     conditions hold.
 
-    ``w`` ``[A, ws.size]`` is the warm start on ``ws.features``. Returns the weights on the final
+    ``w`` ``[A, ws.size]`` is the warm start on ``ws.features`` (and ``gw``, if given, ``w @ G[U, U]``
+    for a working set of every feature). Returns the weights on the final
     ``ws.features`` and the full gradient ``[A, N]`` (on the device), the relative duality gaps
     and iterations (host).
     """
@@ -232,6 +233,7 @@ def solve_on(
                 syy,
                 ws.lipschitz(gram),
                 w,
+                gw if k == ws.member.size else None,
                 tol=tol,
                 max_iter=max_iter,
                 xp=xp,
@@ -250,7 +252,7 @@ def solve_on(
         if not violated.any():
             return w, grad, gap, iterations
         ws.add(np.flatnonzero(violated))
-        w = widened(w, ws.size, xp)
+        w, gw = widened(w, ws.size, xp), None
 
 
 def widened(w: Any, size: int, xp: Any) -> Any:
@@ -329,27 +331,27 @@ def path(
         act: Any = ... if active.size == n_targets else dev.put(running)  # all running: views, no copies
         lam = grid[step, active]
         lam_d = dev.put(lam, np.float64)
-        # the features that violate the optimality conditions at the new lam join the set
-        limit = xp.astype(lam_d, c.dtype)[:, None]
-        ws.add(np.flatnonzero(dev.get(xp.any(xp.abs(grad[act]) > limit, axis=0))))
+        if not dense:  # the features that violate the optimality conditions at the new lam join the set
+            limit = xp.astype(lam_d, c.dtype)[:, None]
+            ws.add(np.flatnonzero(dev.get(xp.any(xp.abs(grad[act]) > limit, axis=0))))
         w = widened(w, ws.size, xp)
-        w_a, grad_a, gap_a, iters = solve_on(ws, c[act], lam_d, syy_d[act], w[act], tol=tol, max_iter=max_iter)
+        gw = c[act] - grad[act] if dense else None  # every feature: the gradient holds w @ G already
+        w_a, grad_a, gap_a, iters = solve_on(ws, c[act], lam_d, syy_d[act], w[act], gw, tol=tol, max_iter=max_iter)
         w = widened(w, ws.size, xp)
         w[act], grad[act] = w_a, grad_a
         iterations[active] += iters
         steps[active] = step
         u = ws.features
         # the validation MSE, on the features some target uses: w'G_val w - 2 c_val'w + the means' shift
-        used = used_features(w_a, xp)
-        w_u, g_val = xp.take(w_a, used, axis=1), ws.block(1)
-        g_uu = xp.take(xp.take(g_val, used, axis=0), used, axis=1)
-        c_u = xp.take(c_val[act], xp.take(ws.index, used), axis=1)
-        fitted = row_dots(w_u, w_u @ g_uu, xp) - 2 * row_dots(c_u, w_u, xp)
-        moved = w_u @ xp.take(dev.put(shift[u], c.dtype), used)
+        fitted = row_dots(w_a, gram_product(ws.block(1), w_a, xp), xp)
+        fitted -= 2 * row_dots(xp.take(c_val[act], ws.index, axis=1), w_a, xp)
+        moved = w_a @ dev.put(shift[u], c.dtype)
         mse = syy_val[active] + dev.get(fitted) + (offset[active] - dev.get(moved)) ** 2
         better = (mse < best_mse[active]) | (lambdas == 1)
         improved = active[better]
-        if improved.size:
+        if improved.size and dense:  # the set is every feature, in order
+            best[improved] = dev.get(w_a)[better]
+        elif improved.size:
             rows = np.zeros((improved.size, fit.n_train))
             rows[:, u] = dev.get(w_a)[better]
             best[improved] = rows
