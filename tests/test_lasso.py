@@ -18,7 +18,7 @@ from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
 from dmstore.fitting.device import CPU, Device
 from dmstore.fitting.fista import check_options, duality_gap, gram_product, lambda_grid, solve, top_eigenvalue
-from dmstore.fitting.moments import Statistics
+from dmstore.fitting.moments import Statistics, of_masks
 from dmstore.fitting.moments import in_memory as band_moments
 from dmstore.fitting.solver import Space
 
@@ -429,3 +429,26 @@ def test_a_hidden_crossing_to_numpy_fails_on_the_second_device():
     with pytest.raises(RuntimeError, match="NumPy"):
         np.abs(array)
     np.testing.assert_array_equal(device.get(device.xp.abs(array)), np.ones((2, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_refit_on_kept_validation_masks_equals_the_refit_on_the_pooled_counts(dtype):
+    """The refit's working set gathers only the fit rows' counts; the validation rows enter by
+    their masks (the pooled identity): the solution of the LASSO on all rows, on either device."""
+    masks, margins = problem(models=700, n_train=60, n_targets=4, seed=31)
+    (xf, yf), (xv, yv) = split_rows(masks, margins, 200)
+    fit, val = band_moments(xf, yf), band_moments(xv, yv)
+    kept = of_masks(xv, val.xty, val.ysum, val.yy)
+    tol = 1e-10 if dtype is np.float64 else 1e-5
+    c, _, _ = SolverSpace.build(fit + val, standardize=True, xp=np, dtype=np.float64).targets(slice(None), np)
+    lam = 0.05 * np.abs(c).max(axis=1)
+    pooled = lasso(fit + val, lam, tol=1e-12, dtype=np.float64)  # every count gathered
+    assert (np.count_nonzero(pooled.weight, axis=0) > 3).all()
+    for device in (CPU, strict_device()):
+        weight, bias, gap, _ = solver.refit(fit, lam, np.zeros((60, 4)), standardize=True, tol=tol, max_iter=100_000,
+                                            dtype=dtype, cap=60, device=device, val=kept)
+        rtol = 1e-7 if dtype is np.float64 else 1e-3
+        for t in range(4):
+            assert close(weight[:, t], pooled.weight[:, t], rtol)
+        np.testing.assert_allclose(bias, pooled.bias, rtol=rtol, atol=rtol)
+        assert (gap <= tol).all()

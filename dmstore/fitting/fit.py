@@ -437,7 +437,7 @@ def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: in
     try:
         path = solver.path(fit_part, val_part, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],
                            patience=args["patience"], **common)
-        weight, bias, gap, _ = solver.refit(fit_part + val_part, path.lam, path.weight, **common)
+        weight, bias, gap, _ = solver.refit(fit_part, path.lam, path.weight, val=val_part, **common)
     except solver.WorkingSetFull:
         if cols.stop - cols.start == 1:
             raise DmstoreError(

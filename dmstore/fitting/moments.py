@@ -89,6 +89,8 @@ class Statistics:
     centred
         ``centred(rows, out)`` writes :meth:`centred_counts` into ``out`` float32 (default: from
         ``counts``).
+    masks_t
+        ``[N, n]`` bool: the rows' masks, transposed, where the statistics keep them (validation rows).
     """
 
     n: int
@@ -99,11 +101,12 @@ class Statistics:
     counts: Callable[[np.ndarray], np.ndarray]
     cross: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     centred: Callable[[np.ndarray, np.ndarray], None] | None = None
+    masks_t: np.ndarray | None = None
 
     def targets(self, columns: slice) -> Statistics:
         """The statistics of some of the targets (the counts are shared)."""
         return Statistics(self.n, self.xsum, self.xty[:, columns], self.ysum[columns], self.yy[columns],
-                          self.counts, self.cross, self.centred)
+                          self.counts, self.cross, self.centred, self.masks_t)
 
     def centred_counts(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Write ``(X^T X)[rows] - xsum[rows] xsum / n`` (``n`` times the covariance of the masks:
@@ -168,7 +171,7 @@ def of_masks(masks: np.ndarray, xty: np.ndarray, ysum: np.ndarray, yy: np.ndarra
     def counts(rows: np.ndarray) -> np.ndarray:
         return cross(np.asarray(rows), np.arange(xt.shape[0]))
 
-    return Statistics(xt.shape[1], xt.sum(axis=1, dtype=np.float64), xty, ysum, yy, counts, cross)
+    return Statistics(xt.shape[1], xt.sum(axis=1, dtype=np.float64), xty, ysum, yy, counts, cross, masks_t=xt)
 
 
 def independent_counts(xsum_a: np.ndarray, xsum_b: np.ndarray, n: int) -> np.ndarray:

@@ -33,7 +33,7 @@ back through its ``get`` (vectors of ``N`` or ``[B, K]`` weights per path point)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ import numpy as np
 from dmstore.errors import DmstoreError
 from dmstore.fitting.device import CPU, Device
 from dmstore.fitting.fista import gram_product, lambda_grid, row_dots, solve, top_eigenvalue, used_features
-from dmstore.fitting.moments import Statistics
+from dmstore.fitting.moments import MASK_COLUMNS, Statistics
 
 #: A feature outside the working set violates the optimality conditions when its gradient exceeds
 #: ``lam`` by more than this relative margin (float32 rounding of a feature exactly at ``lam``).
@@ -68,6 +68,7 @@ class Space:
     scale: np.ndarray
     dtype: Any
     device: Device = field(default=CPU)
+    divisor: int = 0  # the rows the Gram is an average over (0: the statistics' own)
 
     @classmethod
     def build(
@@ -102,7 +103,7 @@ class Space:
         """``G[a][:, b]`` of the centred counts ``(X^T X)[a][:, b] - xsum_a xsum_b / n`` (on the
         device, in place): ``G = S (centred / n) S`` with ``S`` the features' scales."""
         dev = self.device
-        centred *= dev.put(self.scale[a] / self.stats.n, self.dtype)[:, None]
+        centred *= dev.put(self.scale[a] / (self.divisor or self.stats.n), self.dtype)[:, None]
         centred *= dev.put(self.scale[b], self.dtype)[None, :]
         return centred
 
@@ -145,9 +146,17 @@ class WorkingSet:
     (``[cap, N]`` on the device, filled as ``U`` grows; untouched rows cost no memory), and
     ``G[U, U]`` in every space."""
 
-    def __init__(self, spaces: list[Space], cap: int) -> None:
+    def __init__(
+        self,
+        spaces: list[Space],
+        cap: int,
+        row_space: Space | None = None,
+        extra: Callable[[Any, WorkingSet], Any] | None = None,
+    ) -> None:
         n_train = spaces[0].mean.size
         self.spaces, self.cap = spaces, min(cap, n_train)
+        # the rows gathered (default: G[U, :] of the first space) and what the product adds to them
+        self.row_space, self.extra = row_space or spaces[0], extra
         self.device = dev = spaces[0].device
         self.features = np.zeros(0, dtype=np.int64)
         self.index = dev.put(self.features)  # the features on the device
@@ -171,11 +180,11 @@ class WorkingSet:
         self.features = np.concatenate([self.features, new])
         self.index = self.device.put(self.features)
         self.member[new] = True
-        self.spaces[0].gram_rows(new, self.rows[old : self.size, :])
+        self.row_space.gram_rows(new, self.rows[old : self.size, :])
         for i, space in enumerate(self.spaces):
             block = xp.empty((self.size, self.size), dtype=self.blocks[i].dtype, device=self.device.where)
             block[:old, :old] = self.blocks[i]
-            if i == 0:
+            if i == 0 and self.extra is None:
                 block[old:, :] = xp.take(self.rows[old : self.size, :], self.index, axis=1)
             else:
                 block[old:, :] = space.gram_block(new, self.features)
@@ -196,6 +205,18 @@ class WorkingSet:
     def block(self, space: int = 0) -> Any:
         """``G[U, U]`` of ``spaces[space]``."""
         return self.blocks[space]
+
+    def product(self, w: Any) -> Any:
+        """``w @ G[U, :]`` ``[B, N]`` of weights ``w`` ``[B, |U|]`` (first space)."""
+        xp, k = self.device.xp, self.size
+        used = used_features(w, xp)  # only the rows of non-zero weights
+        if used.shape[0] > k // 4:  # most rows: one GEMM on the rows in place beats gathering them
+            product = w @ self.rows[:k, :]
+        else:
+            product = xp.take(w, used, axis=1) @ xp.take(self.rows, used, axis=0)
+        if self.extra is not None:
+            product += self.extra(w, self)
+        return product
 
     def lipschitz(self, gram: Any) -> float:
         """The largest eigenvalue of ``G[U, U]`` (cached while ``U`` is unchanged)."""
@@ -242,11 +263,7 @@ def solve_on(
             iterations += dev.get(iters)
             if k == ws.member.size:  # every feature: the conditions hold, the gradient is FISTA's
                 return w, c - gw, gap, iterations
-            used = used_features(w, xp)  # w G[U, :] needs only the rows of non-zero weights
-            if used.shape[0] > k // 4:  # most rows: one GEMM on the rows in place beats gathering them
-                grad = c - w @ ws.rows[:k, :]
-            else:
-                grad = c - xp.take(w, used, axis=1) @ xp.take(ws.rows, used, axis=0)
+            grad = c - ws.product(w)
         limit = xp.astype(lam * (1.0 + KKT_MARGIN), grad.dtype)[:, None]
         violated = dev.get(xp.any(xp.abs(grad) > limit, axis=0)) & ~ws.member
         if not violated.any():
@@ -378,6 +395,37 @@ def path(
     return BlockResult(weight, bias, grid[best_step, np.arange(n_targets)], gap, iterations, best_mse, syy_val, steps)
 
 
+def pooled_product(fit: Statistics, val: Statistics, space: Space) -> Callable[[Any, WorkingSet], Any]:
+    """What the rows ``val`` keeps the masks of add to ``w @ G[U, :]`` of ``fit + val`` (``space``),
+    where the working set gathers only ``fit``'s centred counts: with ``n = n_f + n_v`` and ``d``
+    the difference of the two parts' means, the pooled identity
+    ``C - xs xs'/n = Cc_f + Cc_v + (n_f n_v / n) d d'`` and ``Cc_v = Xvc' Xvc`` make it
+    ``(z' Xvc + kappa (v.d_U) d') S / n`` with ``v = w S_U`` and ``z = Xvc[:, U] v'``: two products
+    with the masks per check instead of an ``N``-wide product per gathered row."""
+    assert val.masks_t is not None
+    xt, dev = val.masks_t, space.device
+    xp, n = dev.xp, fit.n + val.n
+    mean_v = val.xsum / val.n
+    d = fit.xsum / fit.n - mean_v
+    kappa = fit.n * val.n / n
+
+    def extra(w: Any, ws: WorkingSet) -> Any:
+        u = ws.features
+        v = w * dev.put(space.scale[u], w.dtype)[None, :]  # [B, k]
+        z = dev.put(xt[u], w.dtype).T @ v.T  # [n_v, B]: Xv[:, U] v'
+        z -= (v @ dev.put(mean_v[u], w.dtype))[None, :]  # centred: its columns sum to zero
+        out = xp.empty((w.shape[0], xt.shape[0]), dtype=w.dtype, device=dev.where)
+        for start in range(0, xt.shape[0], MASK_COLUMNS):  # z' Xv, a float32 block of masks at a time
+            stop = min(start + MASK_COLUMNS, xt.shape[0])
+            out[:, start:stop] = (dev.put(xt[start:stop], w.dtype) @ z).T
+        out -= xp.sum(z, axis=0)[:, None] * dev.put(mean_v, w.dtype)[None, :]
+        out += (kappa * (v @ dev.put(d[u], w.dtype)))[:, None] * dev.put(d, w.dtype)[None, :]
+        out *= dev.put(space.scale / n, w.dtype)[None, :]
+        return out
+
+    return extra
+
+
 def refit(
     stats: Statistics,
     lam: np.ndarray,
@@ -390,13 +438,22 @@ def refit(
     cap: int,
     dense: bool = False,
     device: Device = CPU,
+    val: Statistics | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The LASSO of a block of targets at ``lam`` on ``stats``, warm-started from raw ``start``
-    ``[N, B]``, on ``device``; returns raw weights ``[N, B]``, intercepts, relative gaps and
-    iterations (host)."""
-    space = Space.build(stats, standardize, dtype, device=device)
+    """The LASSO of a block of targets at ``lam`` on ``stats`` (and ``val``, if given: on both
+    sets of rows), warm-started from raw ``start`` ``[N, B]``, on ``device``; returns raw weights
+    ``[N, B]``, intercepts, relative gaps and iterations (host). Where ``val`` keeps its masks,
+    the working set gathers only ``stats``' rows (:func:`pooled_product`)."""
+    pooled = val is not None and val.masks_t is not None and not dense
+    both = stats if val is None else stats + val
+    space = Space.build(both, standardize, dtype, device=device)
     c, ybar, syy = space.targets()
-    ws = WorkingSet([space], cap)
+    if pooled:
+        assert val is not None
+        rows = replace(Space.build(stats, standardize, dtype, space.scale, device), divisor=both.n)
+        ws = WorkingSet([space], cap, row_space=rows, extra=pooled_product(stats, val, space))
+    else:
+        ws = WorkingSet([space], cap)
     ws.add(np.arange(stats.n_train) if dense else np.flatnonzero((start != 0).any(axis=1)))
     w0 = space.from_raw(start, ws.features)
     lam_d, syy_d = device.put(lam, np.float64), device.put(syy, np.float64)
