@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -231,11 +232,20 @@ class DeltaGram:
         :attr:`CHUNK`-row steps: with ``x`` the independent counts, ``C - x = delta - (x - rint(x))``,
         whose inner difference is exact in float32."""
         rows = np.asarray(rows, dtype=np.int64)
-        for start in range(0, rows.size, self.CHUNK):
+
+        def centre(start: int) -> None:
             part, block = rows[start : start + self.CHUNK], out[start : start + self.CHUNK]
             np.multiply(self._xsum32[part][:, None], self._share32[None, :], out=block)
             block -= np.rint(block)
             np.subtract(self.delta[part], block, out=block)
+
+        starts = range(0, rows.size, self.CHUNK)
+        if len(starts) < 4:
+            for start in starts:
+                centre(start)
+            return
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's loops release the GIL
+            list(pool.map(centre, starts))
 
 
 class Moments:
