@@ -32,8 +32,8 @@ class Device:
 
     def put(self, array: Any, dtype: Any = None) -> Any:
         """``array`` (host) on this device, in ``dtype`` (a numpy dtype or one of ``xp``'s)."""
-        if dtype is not None and self.xp is not np:
-            dtype = getattr(self.xp, np.dtype(dtype).name) if isinstance(dtype, (type, np.dtype)) else dtype
+        if isinstance(dtype, (type, np.dtype)):  # a numpy dtype: the namespace's
+            dtype = self.dtype(dtype)
         if self.xp is np:
             return np.asarray(array, dtype=dtype)
         return self.xp.asarray(np.ascontiguousarray(array), dtype=dtype, device=self.where)

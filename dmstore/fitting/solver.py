@@ -151,7 +151,7 @@ class WorkingSet:
         spaces: list[Space],
         cap: int,
         row_space: Space | None = None,
-        extra: Callable[[Any, WorkingSet], Any] | None = None,
+        extra: Pooled | None = None,
     ) -> None:
         n_train = spaces[0].mean.size
         self.spaces, self.cap = spaces, min(cap, n_train)
@@ -184,8 +184,10 @@ class WorkingSet:
         for i, space in enumerate(self.spaces):
             block = xp.empty((self.size, self.size), dtype=self.blocks[i].dtype, device=self.device.where)
             block[:old, :old] = self.blocks[i]
-            if i == 0 and self.extra is None:
+            if i == 0:  # from the rows just gathered (and what the pooled rows add to them)
                 block[old:, :] = xp.take(self.rows[old : self.size, :], self.index, axis=1)
+                if self.extra is not None:
+                    block[old:, :] += self.extra.block(new, self.features)
             else:
                 block[old:, :] = space.gram_block(new, self.features)
             block[:old, old:] = block[old:, :old].T  # G is symmetric
@@ -215,7 +217,7 @@ class WorkingSet:
         else:
             product = xp.take(w, used, axis=1) @ xp.take(self.rows, used, axis=0)
         if self.extra is not None:
-            product += self.extra(w, self)
+            product += self.extra.product(w, self)
         return product
 
     def lipschitz(self, gram: Any) -> float:
@@ -395,35 +397,45 @@ def path(
     return BlockResult(weight, bias, grid[best_step, np.arange(n_targets)], gap, iterations, best_mse, syy_val, steps)
 
 
-def pooled_product(fit: Statistics, val: Statistics, space: Space) -> Callable[[Any, WorkingSet], Any]:
-    """What the rows ``val`` keeps the masks of add to ``w @ G[U, :]`` of ``fit + val`` (``space``),
-    where the working set gathers only ``fit``'s centred counts: with ``n = n_f + n_v`` and ``d``
-    the difference of the two parts' means, the pooled identity
-    ``C - xs xs'/n = Cc_f + Cc_v + (n_f n_v / n) d d'`` and ``Cc_v = Xvc' Xvc`` make it
-    ``(z' Xvc + kappa (v.d_U) d') S / n`` with ``v = w S_U`` and ``z = Xvc[:, U] v'``: two products
-    with the masks per check instead of an ``N``-wide product per gathered row."""
-    assert val.masks_t is not None
-    xt, dev = val.masks_t, space.device
-    xp, n = dev.xp, fit.n + val.n
-    mean_v = val.xsum / val.n
-    d = fit.xsum / fit.n - mean_v
-    kappa = fit.n * val.n / n
+class Pooled:
+    """What the rows ``val`` keeps the masks of add to the Gram of ``fit + val`` (``space``) where
+    the working set gathers only ``fit``'s centred counts: with ``n = n_f + n_v`` and ``d`` the
+    difference of the two parts' means, the pooled identity
+    ``C - xs xs'/n = Cc_f + Cc_v + (n_f n_v / n) d d'`` with ``Cc_v = Xvc' Xvc``. For the product
+    ``w @ G[U, :]`` that is ``(z' Xvc + kappa (v.d_U) d') S / n`` with ``v = w S_U`` and
+    ``z = Xvc[:, U] v'``: two products with the masks per check instead of an ``N``-wide product
+    per gathered row."""
 
-    def extra(w: Any, ws: WorkingSet) -> Any:
-        u = ws.features
-        v = w * dev.put(space.scale[u], w.dtype)[None, :]  # [B, k]
+    def __init__(self, fit: Statistics, val: Statistics, space: Space) -> None:
+        assert val.masks_t is not None
+        self.val, self.space, self.n = val, space, fit.n + val.n
+        self.mean_v = val.xsum / val.n
+        self.d = fit.xsum / fit.n - self.mean_v
+        self.kappa = fit.n * val.n / self.n
+
+    def block(self, a: np.ndarray, b: np.ndarray) -> Any:
+        """The validation rows' and the means' share of ``G[a][:, b]`` (on the device)."""
+        val = self.val
+        centred = val.block(a, b).astype(np.float64) - np.multiply.outer(val.xsum[a], self.mean_v[b])
+        centred += self.kappa * np.multiply.outer(self.d[a], self.d[b])
+        return self.space._scale(self.space.device.put(centred, self.space.dtype), a, b)
+
+    def product(self, w: Any, ws: WorkingSet) -> Any:
+        """Their share of ``w @ G[U, :]`` ``[B, N]`` for weights ``w`` on ``ws.features``."""
+        xt, dev, u = self.val.masks_t, self.space.device, ws.features
+        assert xt is not None
+        xp = dev.xp
+        v = w * dev.put(self.space.scale[u], w.dtype)[None, :]  # [B, k]
         z = dev.put(xt[u], w.dtype).T @ v.T  # [n_v, B]: Xv[:, U] v'
-        z -= (v @ dev.put(mean_v[u], w.dtype))[None, :]  # centred: its columns sum to zero
+        z -= (v @ dev.put(self.mean_v[u], w.dtype))[None, :]  # centred: its columns sum to zero
         out = xp.empty((w.shape[0], xt.shape[0]), dtype=w.dtype, device=dev.where)
         for start in range(0, xt.shape[0], MASK_COLUMNS):  # z' Xv, a float32 block of masks at a time
             stop = min(start + MASK_COLUMNS, xt.shape[0])
             out[:, start:stop] = (dev.put(xt[start:stop], w.dtype) @ z).T
-        out -= xp.sum(z, axis=0)[:, None] * dev.put(mean_v, w.dtype)[None, :]
-        out += (kappa * (v @ dev.put(d[u], w.dtype)))[:, None] * dev.put(d, w.dtype)[None, :]
-        out *= dev.put(space.scale / n, w.dtype)[None, :]
+        out -= xp.sum(z, axis=0)[:, None] * dev.put(self.mean_v, w.dtype)[None, :]
+        out += (self.kappa * (v @ dev.put(self.d[u], w.dtype)))[:, None] * dev.put(self.d, w.dtype)[None, :]
+        out *= dev.put(self.space.scale / self.n, w.dtype)[None, :]
         return out
-
-    return extra
 
 
 def refit(
@@ -443,7 +455,7 @@ def refit(
     """The LASSO of a block of targets at ``lam`` on ``stats`` (and ``val``, if given: on both
     sets of rows), warm-started from raw ``start`` ``[N, B]``, on ``device``; returns raw weights
     ``[N, B]``, intercepts, relative gaps and iterations (host). Where ``val`` keeps its masks,
-    the working set gathers only ``stats``' rows (:func:`pooled_product`)."""
+    the working set gathers only ``stats``' rows (:class:`Pooled`)."""
     pooled = val is not None and val.masks_t is not None and not dense
     both = stats if val is None else stats + val
     space = Space.build(both, standardize, dtype, device=device)
@@ -451,7 +463,7 @@ def refit(
     if pooled:
         assert val is not None
         rows = replace(Space.build(stats, standardize, dtype, space.scale, device), divisor=both.n)
-        ws = WorkingSet([space], cap, row_space=rows, extra=pooled_product(stats, val, space))
+        ws = WorkingSet([space], cap, row_space=rows, extra=Pooled(stats, val, space))
     else:
         ws = WorkingSet([space], cap)
     ws.add(np.arange(stats.n_train) if dense else np.flatnonzero((start != 0).any(axis=1)))
