@@ -169,8 +169,8 @@ def solve(
         gy -= c
         gy *= step
         y -= gy
-        threshold_ = xp.astype(lam * step, dtype)[:, None]
-        w_new = y - xp.clip(y, -threshold_, threshold_)
+        shrink = xp.astype(lam * step, dtype)[:, None]
+        w_new = y - xp.clip(y, -shrink, shrink)
         w_prev, gw_prev = w, gw
         w, gw = w_new, gram_product(gram, w_new, xp)
         t, primal_prev = t_next, primal
