@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 import zarr
+from conftest import shared_example
 from matplotlib.image import imread
 
 import dmstore
@@ -100,14 +101,12 @@ def ridge(masks: np.ndarray, margins: np.ndarray, lam: float = 10.0) -> tuple[np
 
 @functools.cache
 def example_store() -> Path:
-    """Real data: 300 MLPs on digits (150 fit, 150 eval) converted, with ridge test datamodels."""
+    """Real data: the shared example of MLPs on digits converted, with ridge test datamodels."""
     from dmstore.conversion.convert import convert
 
-    from dmstore.experiment.example import make_example
-
-    folder = make_example(ROOT / "example", "digits", pct=50, models=150, eval_models=150, progress=False)
+    folder = shared_example(ROOT / "example")
     path = ROOT / "example.zarr"
-    convert(str(folder.parent), str(path), "digits", 50, eval_rows=150, progress=False, max_memory="1GB")
+    convert(str(folder.parent), str(path), "digits", 50, progress=False, max_memory="1GB")
     ds = dmstore.open(path)
     fit = ds["split"].values == "fit"
     weight, bias = ridge(ds["train_masks"].values[fit], ds["test_margins"].values[fit].astype(np.float32))

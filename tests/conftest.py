@@ -102,11 +102,39 @@ def layout(tmp_path):
     return root, write_layout(root)
 
 
-@pytest.fixture(scope="session")
-def example_source(tmp_path_factory) -> Path:
-    """A small real example (``dmstore example``): 900 trained models + 300 evaluation models."""
+#: The real example the tests and the docs share, trained once per run (``dmstore example digits
+#: OUT --models 1200 --eval-models 240 --replicates 4``): 1,200 fit models and 60 evaluation masks
+#: trained 4 times each.
+EXAMPLE = {"models": 1200, "eval_models": 240, "replicates": 4}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def example_cache(tmp_path_factory):
+    """One cache of finished examples for the run (``DMSTORE_EXAMPLE_CACHE``, shared by pytest-xdist
+    workers): the docs' ``dmstore example`` commands, the demo and :func:`shared_example` train
+    each example once."""
+    root = tmp_path_factory.getbasetemp()
+    cache = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "example-cache"
+    saved = os.environ.get("DMSTORE_EXAMPLE_CACHE")
+    os.environ["DMSTORE_EXAMPLE_CACHE"] = str(cache)
+    yield cache
+    if saved is None:
+        os.environ.pop("DMSTORE_EXAMPLE_CACHE")
+    else:
+        os.environ["DMSTORE_EXAMPLE_CACHE"] = saved
+
+
+def shared_example(out: Path) -> Path:
+    """The shared example (:data:`EXAMPLE`) in ``out``, copied from the run's cache once trained;
+    returns ``out/digits``."""
     from dmstore.experiment.example import make_example
 
+    return make_example(out, "digits", pct=50, **EXAMPLE, progress=False, cache=os.environ["DMSTORE_EXAMPLE_CACHE"])
+
+
+@pytest.fixture(scope="session")
+def example_source(tmp_path_factory) -> Path:
+    """The shared real example (``dmstore example``) in the published layout: its root folder."""
     out = tmp_path_factory.mktemp("example")
-    make_example(out, "digits", pct=50, models=900, eval_models=300, seed=0, progress=False)
+    shared_example(out)
     return out

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import BUCKET, error_lines, upload, write_layout
+from conftest import BUCKET, EXAMPLE, error_lines, upload, write_layout
 from dmstore.conversion.convert import convert
 from dmstore.conversion.verify import verify
 
@@ -363,7 +363,8 @@ def test_real_example_through_s3_with_logits(example_source, s3_client, tmp_path
     ds = dmstore.open(dest)
     for name in ("train_masks", "train_margins", "test_margins", "train_logits", "test_logits"):
         np.testing.assert_array_equal(ds[name].values, np.load(example_source / f"digits/data/{name}_50pct.npy"))
-    assert int((ds.split == "eval").sum()) == 300 and set(ds.split.values[-300:]) == {"eval"}
+    n_eval = EXAMPLE["eval_models"]
+    assert int((ds.split == "eval").sum()) == n_eval and set(ds.split.values[-n_eval:]) == {"eval"}
     assert verify(dest, source=url, progress=False) == []
 
 

@@ -152,7 +152,7 @@ def test_evaluate_real_example_on_worker_processes(client, tmp_path):
         dm["bias"].values,
         ds["test_margins"].values[eval_rows],
     )
-    assert result.attrs["n_targets"] == 797 and result.attrs["n_eval_models"] == 150
+    assert result.attrs["n_targets"] == 797 and result.attrs["n_eval_models"] == 240
     # float32 predictions summed in another order may swap two nearly tied models: one swap
     # moves a Spearman correlation by about 1e-5 here
     np.testing.assert_allclose(result["spearman"], spearman, atol=2e-4)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EXAMPLE, shared_example
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import rankdata
@@ -25,7 +26,6 @@ from dmstore.experiment.example import (
 from dmstore.io.datasets import load_digits_split
 
 SMALL = dict(pct=50, models=450, eval_models=150, seed=3)  # 600 rows: batches of 500 and 100
-SIGNAL = dict(pct=50, models=2000, eval_models=500, seed=0)
 
 
 def files(folder: Path, pct: int = 50) -> dict[str, Path]:
@@ -39,7 +39,7 @@ def small(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def signal(tmp_path_factory) -> Path:
-    return make_example(tmp_path_factory.mktemp("signal"), progress=False, **SIGNAL)
+    return shared_example(tmp_path_factory.mktemp("signal"))
 
 
 def test_layout_dtypes_shapes_and_labels(small):
@@ -104,15 +104,15 @@ def test_models_fit_their_subsets_and_generalise(small):
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(small, tmp_path):
-    args = dict(models=150, eval_models=50, progress=False)
+    args = dict(models=75, eval_models=25, progress=False)
     first = make_example(tmp_path / "a", seed=SMALL["seed"], **args)
     second = make_example(tmp_path / "b", seed=SMALL["seed"], **args)
     other = make_example(tmp_path / "c", seed=SMALL["seed"] + 1, **args)
     for kind in KINDS:
         assert files(first)[kind].read_bytes() == files(second)[kind].read_bytes()
         assert files(first)[kind].read_bytes() != files(other)[kind].read_bytes()
-        # a row depends only on (seed, row): the same 200 rows open the 600-row example
-        np.testing.assert_array_equal(np.load(files(first)[kind]), np.load(files(small)[kind], mmap_mode="r")[:200])
+        # a row depends only on (seed, row): the same 100 rows open the 600-row example
+        np.testing.assert_array_equal(np.load(files(first)[kind]), np.load(files(small)[kind], mmap_mode="r")[:100])
 
 
 def test_interrupted_run_resumes_to_the_same_bytes(small, tmp_path):
@@ -132,6 +132,33 @@ def test_interrupted_run_resumes_to_the_same_bytes(small, tmp_path):
         assert files(folder)[kind].read_bytes() == files(small)[kind].read_bytes()
     assert make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
     assert len(resumed) == 1  # complete: nothing trained again
+
+
+def test_a_cached_example_is_copied_with_the_bytes_training_gives(tmp_path, capsys):
+    cache, args = tmp_path / "cache", dict(models=40, eval_models=10, progress=False)
+    trained = make_example(tmp_path / "a", cache=cache, **args)
+    assert len(list(cache.iterdir())) == 1  # the finished example, kept
+    batches: list = []
+    copied = make_example(tmp_path / "b", cache=cache, on_batch=lambda a, b: batches.append((a, b)), **args)
+    assert batches == []  # nothing trained
+    names = sorted(p.relative_to(trained).as_posix() for p in trained.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(copied).as_posix() for p in copied.rglob("*") if p.is_file())
+    assert all((trained / name).read_bytes() == (copied / name).read_bytes() for name in names)
+    # a copy interrupted after the store (record at 0 rows, no .npy yet) finishes without training
+    record = copied / "example_50pct.json"
+    params = json.loads(record.read_text())["params"]
+    record.write_text(json.dumps({"params": params, "rows_done": 0}))
+    for path in files(copied).values():
+        path.unlink()
+    make_example(tmp_path / "b", cache=cache, on_batch=lambda a, b: batches.append((a, b)), **args)
+    assert batches == [] and all((trained / name).read_bytes() == (copied / name).read_bytes() for name in names)
+    # other arguments are another entry, trained; the CLI takes --cache
+    make_example(tmp_path / "c", cache=cache, seed=1, on_batch=lambda a, b: batches.append((a, b)), **args)
+    assert batches == [(0, 50)] and len(list(cache.iterdir())) == 2
+    argv = ["example", str(tmp_path / "d"), "--models", "40", "--eval-models", "10", "--no-progress"]
+    assert main([*argv, "--cache", str(cache)]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert files(tmp_path / "d" / "digits")["train_masks"].read_bytes() == files(trained)["train_masks"].read_bytes()
 
 
 def test_workers_write_through_the_experiment_store(small):
@@ -169,7 +196,7 @@ def test_models_are_accurate(signal):
 
 def test_difference_of_means_datamodels_predict_eval_models(signal):
     """Fitted on the fit rows, ``mask @ w`` tracks the eval rows' margins (LDS well above 0)."""
-    fit = SIGNAL["models"]
+    fit = EXAMPLE["models"]
     masks = np.load(files(signal)["train_masks"])
     margins = np.load(files(signal)["test_margins"]).astype(np.float64)
     seen = masks[:fit].astype(np.float64)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import shared_example
 from sklearn.linear_model import Lasso, lasso_path
 
 import dmstore
@@ -400,10 +401,8 @@ EXAMPLE_TARGETS = slice(0, 12)
 def example_store(tmp_path_factory, client):
     from dmstore.conversion.convert import convert
 
-    from dmstore.experiment.example import make_example
-
     root = tmp_path_factory.mktemp("example")
-    folder = make_example(root / "source", "digits", pct=50, models=600, eval_models=200, progress=False)
+    folder = shared_example(root / "source")
     path = root / "digits.zarr"
     convert(
         str(folder.parent),
@@ -411,7 +410,6 @@ def example_store(tmp_path_factory, client):
         "digits",
         50,
         arrays=("masks", "margins"),
-        eval_rows=200,
         progress=False,
         max_memory="1GB",
         scheduler=client,

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import xarray as xr
 from analysis_stores import assert_png
+from conftest import shared_example
 from scipy.stats import spearmanr
 
 import dmstore
 from dmstore.analysis import lds
 from dmstore.cli import main
-from dmstore.experiment.example import make_example
 
 
 def scipy_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ def scipy_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def replicated(tmp_path_factory):
     """The digits example with 60 evaluation masks trained 4 times each, converted and fitted."""
     root = tmp_path_factory.mktemp("replicated")
-    folder = make_example(root / "source", models=1200, eval_models=240, replicates=4, progress=False)
+    folder = shared_example(root / "source")
     store = str(root / "digits.zarr")
     dmstore.convert(str(folder.parent), store, "digits", 50, progress=False)
     dmstore.fit(store, targets=slice(0, 120), lambdas=30, lambda_ratio=1e-2, progress=False)

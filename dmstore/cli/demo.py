@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dmstore.cli.example import add_cache_option
 from dmstore.experiment.demo import demo
 
 
@@ -19,10 +20,11 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument(
         "--eval-models", type=int, default=1000, help="held-out evaluation models (default: %(default)s)"
     )
+    add_cache_option(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    demo(args.out, models=args.models, eval_models=args.eval_models, progress=args.progress)
+    demo(args.out, models=args.models, eval_models=args.eval_models, progress=args.progress, cache=args.cache)
     return 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-from dmstore.experiment.example import BATCH_MODELS, KINDS, make_example
+from dmstore.experiment.example import BATCH_MODELS, CACHE_ENV, KINDS, make_example
 from dmstore.io.datasets import DATASETS
 
 
@@ -50,8 +51,20 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier example with other parameters for this PCT"
     )
+    add_cache_option(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def add_cache_option(parser) -> None:
+    """``--cache DIR``: finished examples kept and copied instead of trained again."""
+    parser.add_argument(
+        "--cache",
+        default=os.environ.get(CACHE_ENV) or None,
+        metavar="DIR",
+        help=f"keep finished examples in DIR and copy one made with the same arguments instead of training "
+        f"again (default: ${CACHE_ENV}, else no cache)",
+    )
 
 
 def run(args) -> int:
@@ -74,6 +87,7 @@ def run(args) -> int:
         overwrite=args.overwrite,
         progress=args.progress,
         on_batch=count,
+        cache=args.cache,
     )
     seconds = time.perf_counter() - began
     rows = args.models + args.eval_models
@@ -85,5 +99,5 @@ def run(args) -> int:
     if trained:
         print(f"trained {trained} models in {seconds:.1f} s: {trained / seconds * 60:.0f} models/min")
     else:
-        print("nothing to train: the example was already complete")
+        print("nothing to train: the example was already complete" + (" or in the cache" if args.cache else ""))
     return 0

@@ -19,14 +19,22 @@ from dmstore.fitting.fit import fit
 from dmstore.io.cluster import dask_client
 from dmstore.io.dataset import open as open_store
 
-REPLICATES = 5  # models trained on each held-out subset
+REPLICATES = 4  # models trained on each held-out subset
 INFLUENCERS_OF = 17  # the test example whose influencers the demo draws
 
 
 def demo(
-    out: str | Path, *, models: int = 3000, eval_models: int = 1000, seed: int = 0, progress: bool = True, say=print
+    out: str | Path,
+    *,
+    models: int = 3000,
+    eval_models: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    say=print,
+    cache: str | Path | None = None,
 ) -> dict:
-    """Run the demo into ``out``; ``say`` receives each line of the running commentary.
+    """Run the demo into ``out``; ``say`` receives each line of the running commentary; ``cache``
+    is :func:`make_example`'s.
 
     Returns the figures it reports: ``lds``, ``n_targets``, ``n_eval``, ``seconds``, the paths.
     """
@@ -56,6 +64,7 @@ def demo(
         replicates=replicates,
         seed=seed,
         progress=progress,
+        cache=cache,
     )
     with dask_client() as client:
         step("2/4 dmstore convert: stream the .npy matrices (local folder, the bucket's layout) into a Zarr store")

@@ -11,10 +11,13 @@ Training workers write their models' rows into an experiment store (``out/digits
 experiment_50pct.zarr``, :mod:`dmstore.experiment`), several processes at once; the published
 layout is exported from it once every model is written. ``out/digits/example_50pct.json`` records
 the parameters and the rows written, and running the same call again trains only what is missing.
+With a ``cache`` folder (``dmstore example --cache DIR``, or ``DMSTORE_EXAMPLE_CACHE``), a finished
+example is kept there and the same call into another folder copies it instead of training again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -24,10 +27,12 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 from dmstore.experiment.compact import compact, status
 from dmstore.experiment.create import create
@@ -42,6 +47,8 @@ STEPS = 50  # full-batch Adam steps
 LR = 0.02  # Adam learning rate
 RECORD_FORMAT = 1
 EXPORT_ROWS = 2048  # rows of the published layout written at once
+LABELS = ("train_labels.npy", "test_labels.npy", "classes.json")  # beside the matrices in data/
+CACHE_ENV = "DMSTORE_EXAMPLE_CACHE"  # the CLI's default --cache
 
 
 
@@ -171,6 +178,7 @@ def make_example(
     overwrite: bool = False,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
+    cache: str | Path | None = None,
 ) -> Path:
     """Train ``models + eval_models`` MLPs on random ``pct``% subsets into an experiment store,
     then write the bucket layout from it.
@@ -206,6 +214,10 @@ def make_example(
     on_batch
         Called as ``on_batch(start, stop)`` after rows ``start:stop`` are written, in the order
         batches finish.
+    cache
+        A folder of finished examples, one per parameters, dmstore and torch version: a fresh
+        ``out`` gets a copy of the cached one (the bytes training would give), and a trained
+        example is added to it.
 
     Returns
     -------
@@ -252,7 +264,13 @@ def make_example(
         for path in [record_path, *paths.values()]:
             path.unlink(missing_ok=True)
         shutil.rmtree(store, ignore_errors=True)
-    if _rows_done(record_path, params, paths) == rows:
+    rows_done = _rows_done(record_path, params, paths)
+    if rows_done == rows:
+        return folder
+    files = [record_path, store, *paths.values(), *(folder / "data" / name for name in LABELS)]
+    entry = None if cache is None else Path(cache) / _cache_key(params)
+    if entry is not None and entry.exists() and rows_done == 0 and not store.exists():
+        _copy(entry, folder, [f.relative_to(folder) for f in files])
         return folder
     if not store.exists():
         create(
@@ -298,7 +316,46 @@ def make_example(
     compact(str(store), progress=False)
     _export(str(store), paths, split)
     _write_record(record_path, params, rows)
+    if entry is not None and not entry.exists():
+        _keep(folder, entry, [f.relative_to(folder) for f in files])
     return folder
+
+
+def _cache_key(params: dict[str, Any]) -> str:
+    """The cache entry of an example: its parameters and the versions that trained it."""
+    versions = {"dmstore": __version__, "torch": _require("torch").__version__, "numpy": np.__version__}
+    digest = hashlib.sha256(json.dumps([params, versions], sort_keys=True).encode()).hexdigest()
+    return f"{params['dataset']}-{params['pct']}pct-{digest[:16]}"
+
+
+def _copy(source: Path, folder: Path, names: list[Path]) -> None:
+    """Copy a cached example into ``folder``: the record first (no rows done), each file and the
+    experiment store atomically, the complete record last, so that an interrupted copy resumes."""
+    record, store, *files = names
+    params = json.loads((source / record).read_text())["params"]
+    _write_record(folder / record, params, 0)
+    temporary = folder / f"{store}.{uuid4().hex}.tmp"
+    shutil.copytree(source / store, temporary)
+    os.replace(temporary, folder / store)
+    for name in files:
+        temporary = folder / f"{name}.tmp"
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, temporary)
+        os.replace(temporary, folder / name)
+    shutil.copyfile(source / record, folder / record)
+
+
+def _keep(folder: Path, entry: Path, names: list[Path]) -> None:
+    """Add a finished example to the cache in one rename (another process may add it first)."""
+    temporary = entry.parent / f".{entry.name}.{uuid4().hex}"
+    for name in names:
+        (temporary / name).parent.mkdir(parents=True, exist_ok=True)
+        copy = shutil.copytree if (folder / name).is_dir() else shutil.copyfile
+        copy(folder / name, temporary / name)
+    try:
+        os.rename(temporary, entry)
+    except OSError:  # already there: the same bytes
+        shutil.rmtree(temporary)
 
 
 def mask_row(row: int, models: int, replicates: int) -> int:
@@ -367,9 +424,10 @@ def _export(store: str, paths: dict[str, Path], split: DataSplit) -> None:
         del out
         os.replace(temporary, path)
     data = next(iter(paths.values())).parent
-    _save_npy(data / "train_labels.npy", split.y_train)
-    _save_npy(data / "test_labels.npy", split.y_test)
-    (data / "classes.json").write_text(json.dumps(list(split.classes)) + "\n")
+    train_labels, test_labels, classes = LABELS
+    _save_npy(data / train_labels, split.y_train)
+    _save_npy(data / test_labels, split.y_test)
+    (data / classes).write_text(json.dumps(list(split.classes)) + "\n")
 
 
 def _rows_done(record_path: Path, params: dict[str, Any], paths: dict[str, Path]) -> int:
