@@ -206,9 +206,10 @@ def convert(
     )
     if dry_run:
         return plan
-    attrs = _check_destination(plan, dest_storage_options)
+    _refuse_foreign(plan, dest_storage_options)  # before the lock writes anything there
     try:
         with store_lock(dest, "convert", f"dmstore convert {dataset} {pct}%", dest_storage_options):
+            attrs = _check_destination(plan, dest_storage_options)  # as the run before this one left it
             if attrs is None:
                 _create(plan, dest_storage_options)
             largest = max((p.band_bytes for p in plan.arrays), default=0)
@@ -288,15 +289,23 @@ def _run_bands(plan: ConversionPlan, pending: list, scheduler, dest_options: dic
             raise
 
 
+def _refuse_foreign(plan: ConversionPlan, dest_options: dict | None) -> None:
+    """Refuse a destination that holds anything but what dmstore wrote (its ``_dmstore`` folder:
+    locks and band records). A half-written skeleton of a run in progress is dmstore's: the lock
+    then says that run is busy."""
+    fs, path = fsspec.core.url_to_fs(plan.dest, **(dest_options or {}))
+    entries = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path)] if fs.exists(path) else []
+    if entries and "_dmstore" not in entries:
+        raise DmstoreError(
+            f"{plan.dest} exists and is not a dmstore store: choose a new destination (nothing was changed)"
+        )
+
+
 def _check_destination(plan: ConversionPlan, dest_options: dict | None) -> dict | None:
-    """The attributes of the store this conversion resumes, or None for a new one; refuse others."""
+    """Under the lock: the attributes of the store this conversion resumes, or None for a new one
+    (or the skeleton of a run that crashed while writing it); refuse another conversion's store."""
     attrs = store.root_attrs(plan.dest, dest_options)
-    if attrs is None:
-        fs, path = fsspec.core.url_to_fs(plan.dest, **(dest_options or {}))
-        if fs.exists(path) and [p for p in fs.ls(path) if not p.rstrip("/").endswith("_dmstore")]:
-            raise DmstoreError(
-                f"{plan.dest} exists and is not a dmstore store: choose a new destination (nothing was changed)"
-            )
+    if not attrs:
         return None
     if attrs.get("dmstore_plan") != plan.fingerprint():
         held = f"{attrs.get('dataset', 'unknown')} {attrs.get('pct', '?')}%" if "dataset" in attrs else "other data"

@@ -5,6 +5,7 @@ lock; and two whole ``dmstore convert`` processes started together: one converts
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,9 +15,11 @@ import time
 import fsspec
 import numpy as np
 import pytest
+import zarr
 from conftest import error_lines, write_layout
 
 import dmstore
+from dmstore.cli import main
 from dmstore.errors import DmstoreError
 from dmstore.io.lock import store_lock
 
@@ -97,3 +100,25 @@ def test_two_conversions_started_at_the_same_instant_one_converts_the_other_refu
     np.testing.assert_array_equal(stored["train_masks"][-3:].values, arrays["train_masks"][-3:])
     np.testing.assert_array_equal(stored["test_margins"][:3].values, arrays["test_margins"][:3])
     assert locks(store_url) == []
+
+
+def test_a_conversion_meeting_a_skeleton_half_written_under_a_lock_says_busy(store_url, tmp_path, capsys):
+    """The run that holds the lock writes the skeleton; one started meanwhile must say it is busy,
+    not call the half-written store foreign (seen once when two conversions raced on S3). Once the
+    holder is gone (it crashed there: its lock is stale), the same command converts over it."""
+    arrays = write_layout(tmp_path / "source", models=300, n_train=50, n_test=20)
+    argv = ["convert", str(tmp_path / "source"), store_url, "--dataset", "toy", "--pct", "50",
+            "--eval-rows", "100", "--no-progress"]
+    fs, root = fsspec.core.url_to_fs(store_url)
+    fs.makedirs(f"{root}/_dmstore/locks", exist_ok=True)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    for pid, code in [(os.getpid(), 2), (dead, 0)]:  # the holder live, then gone
+        holder = {"host": socket.gethostname(), "pid": pid, "token": "x", "what": "the first run"}
+        holder["heartbeat"] = time.time()
+        fs.pipe_file(f"{root}/_dmstore/locks/convert.0.json", json.dumps(holder).encode())
+        zarr.open_group(store_url, mode="a", zarr_format=3)  # its skeleton, half written: no attributes yet
+        assert main(argv) == code
+    refused = error_lines(capsys.readouterr().err)
+    assert len(refused) == 1 and "is busy: the first run" in refused[0], refused
+    assert dmstore.verify(store_url, progress=False) == [] and locks(store_url) == []
+    np.testing.assert_array_equal(dmstore.open(store_url)["train_masks"].values, arrays["train_masks"])
