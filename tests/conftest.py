@@ -9,9 +9,16 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+from filelock import FileLock
+from hypothesis import settings
 from moto.server import ThreadedMotoServer
 
 BUCKET = "madrylab-datamodels"
+
+# examples are drawn as fast as the machine allows: with two pytest-xdist workers on two cores a
+# draw's time says nothing about the code
+settings.register_profile("dmstore", deadline=None)
+settings.load_profile("dmstore")
 
 
 #: stderr lines that are logs, not errors: the Dask dashboard link, moto's request log.
@@ -125,11 +132,14 @@ def example_cache(tmp_path_factory):
 
 
 def shared_example(out: Path) -> Path:
-    """The shared example (:data:`EXAMPLE`) in ``out``, copied from the run's cache once trained;
-    returns ``out/digits``."""
+    """The shared example (:data:`EXAMPLE`) in ``out``, copied from the run's cache once trained
+    (one pytest-xdist worker trains, the other waits); returns ``out/digits``."""
     from dmstore.experiment.example import make_example
 
-    return make_example(out, "digits", pct=50, **EXAMPLE, progress=False, cache=os.environ["DMSTORE_EXAMPLE_CACHE"])
+    cache = Path(os.environ["DMSTORE_EXAMPLE_CACHE"])
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache / ".lock"):
+        return make_example(out, "digits", pct=50, **EXAMPLE, progress=False, cache=cache)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import upload, write_layout
+from conftest import shared_example, upload, write_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -53,6 +53,7 @@ def published_bucket(s3_client, tmp_path_factory):
     root = tmp_path_factory.mktemp("published")
     write_layout(root, dataset="cifar", pct=50, models=10_600, n_train=300, n_test=600, seed=11)
     upload(s3_client, root)
+    shared_example(tmp_path_factory.mktemp("example"))  # the docs' `dmstore example` copies it
 
 
 @pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
