@@ -36,7 +36,8 @@ parallel = true
 patch = subprocess
 data_file = $dir/.coverage
 EOF
-    .venv/bin/coverage run --rcfile=.coveragerc.suite -m pytest -q -p no:cacheprovider > cover.log 2>&1 || true
+    workers=$(grep -o -- "-n auto --dist loadfile" Makefile || true)  # the commit's own pytest workers
+    .venv/bin/coverage run --rcfile=.coveragerc.suite -m pytest -q -p no:cacheprovider $workers > cover.log 2>&1 || true
     summary=$(grep -E "^([0-9]+ failed, )?[0-9]+ passed" cover.log | tail -1)
     .venv/bin/coverage combine -q --rcfile=.coveragerc.suite
     .venv/bin/coverage report --rcfile=.coveragerc.suite > coverage.txt
