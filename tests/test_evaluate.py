@@ -29,8 +29,9 @@ def client():
 
 
 def reference_scores(masks, weight, bias, true):
-    """What a user would write: predictions in memory, scipy and numpy per target."""
-    predicted = masks.astype(np.float32) @ weight + bias
+    """What a user would write: predictions in memory (float64: the exact ranks), scipy and numpy per
+    target."""
+    predicted = masks.astype(np.float64) @ weight.astype(np.float64) + bias
     true = true.astype(np.float32)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):  # NaN for constant input
         warnings.simplefilter("ignore")

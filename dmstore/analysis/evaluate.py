@@ -78,8 +78,10 @@ def evaluate(
 
     For each target example t, the predicted margins ``mask @ weight[:, t] + bias[t]`` of the
     evaluation models are compared with their true margins: Spearman and Pearson correlation
-    across models, and the mean squared error. The LDS (linear datamodeling score) is the mean
-    Spearman over targets (targets with no correlation, NaN, are left out of the means).
+    across models, and the mean squared error (the correlations are taken before the bias is
+    added: a shift changes no rank, and float32 rounding could tie two predictions). The LDS
+    (linear datamodeling score) is the mean Spearman over targets (targets with no correlation,
+    NaN, are left out of the means).
 
     Models trained on the same mask (found by comparing the masks) are that mask's replicates.
     When there are any, the result also holds the LDS against the margins averaged over each
@@ -172,17 +174,19 @@ def evaluate(
         digests = masks.rechunk({1: -1}).map_blocks(lds.mask_digests, chunks=(masks.chunks[0], (1,)), dtype=np.uint64)
         groups = lds.mask_groups(_gather(client, [digests], bands, bar, count=False)[0])
         counts = lds.mask_resamples(groups, seed=seed)
+        biases = np.asarray(dm["bias"].values, dtype=np.float32)  # added to the scores, not before ranking
         for start in starts:
             cols = slice(start, start + batch)
-            predicted = predict(masks, dm["weight"].data[:, cols], dm["bias"].data[cols])
+            bias = biases[cols]
+            predicted = predict(masks, dm["weight"].data[:, cols], np.zeros_like(bias))
             true = margins[:, columns[cols]].astype(np.float32)
             predicted, true = _gather(client, [predicted, true], bands, bar)
-            batch_scores, batch_resampled = _batch_scores(predicted, true, groups, counts)
+            batch_scores, batch_resampled = _batch_scores(predicted, true, bias, groups, counts)
             for key, values in batch_scores.items():
                 per_target.setdefault(key, []).append(values)
             if start == 0:
                 samples = _sample_targets(per_target["spearman"][0])
-                sample_margins = {"predicted": predicted[:, samples], "true": true[:, samples]}
+                sample_margins = {"predicted": predicted[:, samples] + bias[samples], "true": true[:, samples]}
             for key, values in batch_resampled.items():
                 add = np.stack([np.nansum(values, axis=1), np.isfinite(values).sum(axis=1)])
                 resampled[key] = resampled[key] + add if key in resampled else add
@@ -245,12 +249,13 @@ def _weights(
 
 
 def _batch_scores(
-    predicted: np.ndarray, true: np.ndarray, groups: np.ndarray, counts: np.ndarray
+    predicted: np.ndarray, true: np.ndarray, bias: np.ndarray, groups: np.ndarray, counts: np.ndarray
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One batch: its per-target scores (with replicated masks also against the averaged margins,
-    and the noise ceiling), and per resample of the masks (``counts``) and target the Spearman of
-    single models (``lds``) and, with replicates, of the averaged margins (``lds_averaged``)."""
-    scores = lds.target_scores(predicted, true)
+    """One batch (``predicted`` without the ``bias``): its per-target scores (with replicated masks
+    also against the averaged margins, and the noise ceiling), and per resample of the masks
+    (``counts``) and target the Spearman of single models (``lds``) and, with replicates, of the
+    averaged margins (``lds_averaged``)."""
+    scores = lds.target_scores(predicted, true, bias)
     resampled = {"lds": lds.resampled_spearman(counts[:, groups], predicted, true)}
     ceiling = lds.noise_ceiling(true, groups)
     if ceiling is not None:

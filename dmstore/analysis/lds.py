@@ -36,12 +36,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return pearson(rankdata(a, axis=0), rankdata(b, axis=0))
 
 
-def target_scores(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
-    """Per target (column): Spearman and Pearson correlation across models (rows), and the MSE."""
+def target_scores(predicted: np.ndarray, true: np.ndarray, bias: np.ndarray | float = 0.0) -> dict[str, np.ndarray]:
+    """Per target (column): Spearman and Pearson correlation across models (rows) and the MSE of
+    ``predicted + bias`` (the correlations are those of ``predicted``: a shift changes no rank, and
+    adding it in float32 first could round two nearly tied predictions together)."""
     return {
         "spearman": spearman(predicted, true),
         "pearson": pearson(predicted, true),
-        "mse": np.mean((np.asarray(predicted, np.float64) - true) ** 2, axis=0),
+        "mse": np.mean((np.asarray(predicted, np.float64) + np.asarray(bias, np.float64) - true) ** 2, axis=0),
     }
 
 
