@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
+from measure import run as measured_run
 
 FIT_MODELS = 2048  # one shard of fit rows: evaluate never reads them
 
@@ -95,28 +93,8 @@ def run_numpy(path: str) -> dict:
 
 def measure(method: str, path: Path) -> dict:
     """Run one method in a fresh process; wall time and peak RSS of its process tree."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--run", method, str(path)], stdout=subprocess.PIPE, text=True)
-    root, peak, done = psutil.Process(proc.pid), 0, threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    out, _ = proc.communicate()
-    done.set()
-    sampler.join()
-    if proc.returncode:
-        raise SystemExit(f"{method} failed with exit code {proc.returncode}")
-    return {"seconds": time.perf_counter() - start, "peak_rss_gib": peak / 2**30, **json.loads(out.splitlines()[-1])}
+    done = measured_run([sys.executable, __file__, "--run", method, str(path)])
+    return {"seconds": done.seconds, "peak_rss_gib": done.peak_bytes / 2**30, **json.loads(done.out.splitlines()[-1])}
 
 
 def main() -> None:

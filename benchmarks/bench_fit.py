@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
+from measure import run as measured_run
 
 LAMBDAS, RATIO, TOL, VAL = 100, 1e-3, 1e-4, 0.1
 
@@ -214,27 +213,9 @@ def child(args: argparse.Namespace) -> None:
 
 def measure(argv: list[str]) -> dict:
     """Run ``bench_fit.py --child ...`` in a fresh process; add its peak tree RSS (sampled every 20 ms)."""
-    proc = psutil.Popen([sys.executable, __file__, "--child", *argv], stdout=subprocess.PIPE, text=True)
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            try:
-                tree = [proc, *proc.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, _ = proc.communicate()
-    stop.set()
-    sampler.join()
-    if proc.returncode:
-        raise SystemExit(f"child {argv} failed with exit code {proc.returncode}")
-    report = json.loads(out.strip().splitlines()[-1])
-    report["peak_rss_mib"] = peak[0] / 2**20
+    done = measured_run([sys.executable, __file__, "--child", *argv])
+    report = json.loads(done.out.strip().splitlines()[-1])
+    report["peak_rss_mib"] = done.peak_bytes / 2**20
     return report
 
 

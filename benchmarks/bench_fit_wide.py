@@ -25,34 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
+from measure import run as measured_run
 
 BIN = Path(sys.executable).parent
 
 
 def measure(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd``; wall seconds and peak RSS of its process tree (sampled every 50 ms)."""
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        peak = 0
-        parent = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            try:
-                tree = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-    if proc.returncode:
-        raise SystemExit(f"{cmd} failed ({proc.returncode}); see {log}")
-    return {"seconds": round(time.perf_counter() - start, 1), "peak_gib": round(peak / 2**30, 2)}
+    """Run ``cmd`` (output into ``log``); wall seconds and peak RSS of its process tree."""
+    done = measured_run(cmd, log)
+    return {"seconds": round(done.seconds, 1), "peak_gib": round(done.peak_bytes / 2**30, 2)}
 
 
 def make_source(
