@@ -17,6 +17,7 @@ import dmstore
 from dmstore.analysis.lds import target_scores
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
+from dmstore.fitting import fit as fit_module
 from dmstore.fitting import solver
 from dmstore.fitting.device import Device
 from dmstore.fitting.fit import batches, fit, target_blocks, target_columns, validation_count
@@ -472,3 +473,29 @@ def test_a_second_fit_of_the_same_target_refuses_while_one_runs(store, capsys):
         assert "is busy: dmstore fit --target test" in capsys.readouterr().err
         assert main(["fit", path, "--target", "train", "--no-progress"]) == 0  # another group is free
     assert main(["fit", path, "--target", "test", "--no-progress"]) == 0  # released
+
+
+def test_a_block_whose_working_set_outgrows_the_plan_is_halved_to_the_same_datamodels():
+    """Four targets of 10 features each: together their working set outgrows a cap of 128, so the
+    block is solved in halves, which give the datamodels of an uncapped solve; a target whose own
+    working set outgrows the cap (80 features) is one error that says what to raise."""
+    rng = np.random.default_rng(5)
+    masks = rng.random((2000, 200)) < 0.5
+    weight = np.zeros((200, 5))
+    for t in range(4):
+        weight[10 * t : 10 * t + 10, t] = rng.uniform(1, 2, 10)
+    weight[40:120, 4] = rng.uniform(1, 2, 80)
+    margins = masks @ weight + rng.standard_normal((2000, 5))
+    fit_m, val_m = in_memory(masks[:1800], margins[:1800]), in_memory(masks[1800:], margins[1800:])
+    common = dict(standardize=True, tol=1e-8, dtype=np.float64, dense=False)
+    args = common | dict(device="cpu", lambdas=30, lambda_ratio=1e-2, patience=3)
+    with pytest.raises(solver.WorkingSetFull):  # the four together do not fit
+        solver.path(fit_m.targets(slice(0, 4)), val_m.targets(slice(0, 4)), lambdas=30, lambda_ratio=1e-2,
+                    patience=3, max_iter=10_000, cap=128, **common)
+    capped = fit_module._solve(fit_m, val_m, slice(0, 4), 0, args | {"cap": 128})
+    uncapped = fit_module._solve(fit_m, val_m, slice(0, 4), 0, args | {"cap": 200})
+    np.testing.assert_array_equal(capped[2], uncapped[2])  # the same lam
+    np.testing.assert_allclose(capped[0], uncapped[0], atol=1e-6)
+    assert (capped[0][weight[:, :4] != 0] != 0).all()  # every planted feature found
+    with pytest.raises(DmstoreError, match="datamodel of target 4 needs more features than --memory allows"):
+        fit_module._solve(fit_m, val_m, slice(3, 5), 0, args | {"cap": 128})
