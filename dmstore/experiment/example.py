@@ -184,9 +184,10 @@ def make_example(
     then write the bucket layout from it.
 
     The models are trained in batches of :data:`BATCH_MODELS` by ``workers`` processes (one per
-    core by default), each writing its models' rows into the experiment store
-    ``out/{dataset}/experiment_{pct}pct.zarr`` through :func:`dmstore.experiment.writer.writer`
-    (with each model's test accuracy as the extra ``accuracy``). Once every model is written, the
+    core by default; a single batch in this process), each writing its models' rows into the
+    experiment store ``out/{dataset}/experiment_{pct}pct.zarr`` through
+    :func:`dmstore.experiment.writer.writer` (with each model's test accuracy as the extra
+    ``accuracy``). Once every model is written, the
     store is compacted and exported as ``out/{dataset}/data/{kind}_{pct}pct.npy`` for every kind
     in :data:`KINDS` (masks bool ``[M, N_train]``, margins float16 ``[M, N]``, logits float16
     ``[M, N, C]``, ``.npy`` version 1.0, C order) plus ``train_labels.npy``, ``test_labels.npy``
@@ -291,12 +292,44 @@ def make_example(
     todo = [(a, b) for a, b in batches if not done[a:b].all()]
     threads = max(1, cores // workers)
     bar = tqdm(total=rows, initial=int(done.sum()), unit="model", desc=f"{dataset} {pct}%", disable=not progress)
-    size = max(1, min(workers, len(todo)))
     job = (str(store), dataset, seed, pct, models, replicates)
-    with bar, ProcessPoolExecutor(size, mp_context=get_context("spawn")) as pool:
+
+    def written(start: int, stop: int) -> None:
+        done[start:stop] = True
+        _write_record(record_path, params, int(done.sum()))
+        bar.update(stop - start)
+        if on_batch is not None:
+            on_batch(start, stop)
+
+    with bar:
+        if len(todo) == 1:  # one batch: trained in this process (no worker to start and import torch)
+            (a, b), torch = todo[0], _require("torch")
+            before = torch.get_num_threads()
+            try:
+                train_batch(*job, a, b, a + np.flatnonzero(done[a:b]), threads)
+            finally:
+                torch.set_num_threads(before)
+            written(a, b)
+        elif todo:
+            _train_in_workers(job, todo, done, min(workers, len(todo)), threads, written)
+    compact(str(store), progress=False)
+    _export(str(store), paths, split)
+    _write_record(record_path, params, rows)
+    if entry is not None and not entry.exists():
+        _keep(folder, entry, [f.relative_to(folder) for f in files])
+    return folder
+
+
+def _train_in_workers(
+    job: tuple[str, str, int, int, int, int], todo: list[tuple[int, int]], done: np.ndarray, size: int, threads: int,
+    written: Callable[[int, int], None],
+) -> None:
+    """Train the batches ``todo`` on ``size`` worker processes, one batch each at a time (so that an
+    interruption stops the rest); ``written(start, stop)`` after each."""
+    with ProcessPoolExecutor(size, mp_context=get_context("spawn")) as pool:
         queue, running = iter(todo), {}
 
-        def submit() -> None:  # one batch per worker at a time: an interruption stops the rest
+        def submit() -> None:
             for a, b in itertools.islice(queue, 1):
                 running[pool.submit(train_batch, *job, a, b, a + np.flatnonzero(done[a:b]), threads)] = (a, b)
 
@@ -307,18 +340,8 @@ def make_example(
             for future in finished:
                 start, stop = running.pop(future)
                 future.result()
-                done[start:stop] = True
-                _write_record(record_path, params, int(done.sum()))
-                bar.update(stop - start)
-                if on_batch is not None:
-                    on_batch(start, stop)
+                written(start, stop)
                 submit()
-    compact(str(store), progress=False)
-    _export(str(store), paths, split)
-    _write_record(record_path, params, rows)
-    if entry is not None and not entry.exists():
-        _keep(folder, entry, [f.relative_to(folder) for f in files])
-    return folder
 
 
 def _cache_key(params: dict[str, Any]) -> str:
