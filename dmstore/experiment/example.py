@@ -187,11 +187,11 @@ def make_example(
     core by default; a single batch in this process), each writing its models' rows into the
     experiment store ``out/{dataset}/experiment_{pct}pct.zarr`` through
     :func:`dmstore.experiment.writer.writer` (with each model's test accuracy as the extra
-    ``accuracy``). Once every model is written, the
-    store is compacted and exported as ``out/{dataset}/data/{kind}_{pct}pct.npy`` for every kind
-    in :data:`KINDS` (masks bool ``[M, N_train]``, margins float16 ``[M, N]``, logits float16
-    ``[M, N, C]``, ``.npy`` version 1.0, C order) plus ``train_labels.npy``, ``test_labels.npy``
-    (int64) and ``classes.json``, so that ``dmstore convert`` has the published layout to read.
+    ``accuracy``). Once every model is written, the store is compacted and exported as
+    ``out/{dataset}/data/{kind}_{pct}pct.npy`` for every kind in :data:`KINDS` (masks bool
+    ``[M, N_train]``, margins float16 ``[M, N]``, logits float16 ``[M, N, C]``, ``.npy`` version
+    1.0, C order) plus ``train_labels.npy``, ``test_labels.npy`` (int64) and ``classes.json``, so
+    that ``dmstore convert`` has the published layout to read.
     Row ``r``'s subset and initial weights depend only on ``(seed, r)`` and every worker uses
     the same number of torch threads, so the same call gives the same bytes; margins are
     computed from the stored float16 logits.
@@ -216,7 +216,7 @@ def make_example(
         Called as ``on_batch(start, stop)`` after rows ``start:stop`` are written, in the order
         batches finish.
     cache
-        A folder of finished examples, one per parameters, dmstore and torch version: a fresh
+        A folder of finished examples, one per parameters and dmstore, torch, numpy version: a fresh
         ``out`` gets a copy of the cached one (the bytes training would give), and a trained
         example is added to it.
 
