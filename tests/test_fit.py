@@ -3,6 +3,7 @@ its CLI, and a real example."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tracemalloc
 
@@ -499,3 +500,19 @@ def test_a_block_whose_working_set_outgrows_the_plan_is_halved_to_the_same_datam
     assert (capped[0][weight[:, :4] != 0] != 0).all()  # every planted feature found
     with pytest.raises(DmstoreError, match="datamodel of target 4 needs more features than --memory allows"):
         fit_module._solve(fit_m, val_m, slice(3, 5), 0, args | {"cap": 128})
+
+
+def test_target_groups_solved_at_once_on_threads_give_the_datamodels_of_one_at_a_time(tmp_path, client):
+    """Past DENSE_FEATURES the targets are solved in groups of four, in this process the plan's
+    ``solvers`` groups at a time on threads (one per core, one BLAS thread each): the datamodels
+    are those of the same fit on Dask workers, which solve one group at a time."""
+    path = tmp_path / "wide.zarr"
+    write_store(path, models=700, n_train=4200, n_test=8, seed=4)
+    shutil.copytree(path, tmp_path / "copy.zarr")
+    options = dict(dtype="float64", lambdas=20, lambda_ratio=1e-2, progress=False)
+    threaded = fit(str(path), **options)
+    assert threaded.attrs["solvers"] == min(2, os.cpu_count() or 1)  # two cores: two groups at once
+    workers = fit(str(tmp_path / "copy.zarr"), scheduler=client, **options)
+    assert workers.attrs["solvers"] == 1
+    np.testing.assert_array_equal(threaded["lam"].values, workers["lam"].values)
+    np.testing.assert_allclose(threaded["weight"].values, workers["weight"].values, rtol=1e-6, atol=1e-9)

@@ -7,25 +7,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
-from dmstore.fitting.plan import DENSE_TARGETS, MIN_CAP, pass_bytes, plan_fit, solver_bytes
+from dmstore.fitting.plan import DENSE_TARGETS, MIN_CAP, SOLVER_CAP, pass_bytes, plan_fit, solver_bytes
 
 GiB = 2**30
 
 
 @pytest.mark.parametrize(
-    ("n_train", "rows", "val_rows", "memory", "tile", "cache_masks", "cache_gram", "cap"),
+    ("n_train", "rows", "val_rows", "memory", "tile", "cache_masks", "cache_gram", "cap", "cap_2", "solvers_2"),
     [
-        (1_000, 3_000, 300, 8 * GiB, 1_000, True, True, 1_000),  # the digits example: everything fits
-        (50_000, 18_000, 2_000, 8 * GiB, 4_096, True, True, 4_096),  # the CIFAR-10-width benchmark
-        (50_000, 270_000, 30_000, 8 * GiB, 4_096, False, False, 8_192),  # published CIFAR-10, a laptop
-        (50_000, 270_000, 30_000, 16 * GiB, 4_096, True, True, 16_384),
-        (21_000, 135_000, 15_000, 8 * GiB, 4_096, True, True, 16_384),  # FMoW
+        (1_000, 3_000, 300, 8 * GiB, 1_000, True, True, 1_000, 1_000, 1),  # the digits example: dense
+        (50_000, 18_000, 2_000, 8 * GiB, 4_096, True, True, 4_096, 4_096, 2),  # the CIFAR-10-width benchmark
+        (50_000, 270_000, 30_000, 8 * GiB, 4_096, False, False, 8_192, 4_096, 2),  # published CIFAR-10, a laptop
+        (50_000, 270_000, 30_000, 16 * GiB, 4_096, True, True, 16_384, 8_192, 2),
+        (21_000, 135_000, 15_000, 8 * GiB, 4_096, True, True, 16_384, 8_192, 2),  # FMoW
     ],
 )
-def test_plans_for_the_published_shapes(n_train, rows, val_rows, memory, tile, cache_masks, cache_gram, cap):
+def test_plans_for_the_published_shapes(
+    n_train, rows, val_rows, memory, tile, cache_masks, cache_gram, cap, cap_2, solvers_2
+):
+    """One solver, and up to two (two cores): then each working set is the plan's ``cap``."""
     plan = plan_fit(n_train, rows, 2048, 256, memory, val_rows)
-    assert (plan.tile, plan.cache_masks, plan.cache_gram, plan.cap) == (tile, cache_masks, cache_gram, cap)
+    assert (plan.tile, plan.cache_masks, plan.cache_gram, plan.cap, plan.solvers) == (
+        tile, cache_masks, cache_gram, cap, 1
+    )
     assert plan.peak <= memory
+    two = plan_fit(n_train, rows, 2048, 256, memory, val_rows, solvers=2)
+    assert (two.cap, two.solvers, two.peak <= memory) == (cap_2, solvers_2, True)
 
 
 def test_a_budget_too_small_says_what_it_needs():
@@ -44,10 +51,13 @@ def test_a_budget_too_small_says_what_it_needs():
     block=st.integers(1, 1024),
     memory=st.integers(GiB // 4, 64 * GiB),
     val=st.integers(1, 40_000),
+    solvers=st.integers(1, 4),
 )
-def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(n_train, rows, block, memory, val):
+def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(
+    n_train, rows, block, memory, val, solvers
+):
     try:
-        plan = plan_fit(n_train, rows, 2048, block, memory, val)
+        plan = plan_fit(n_train, rows, 2048, block, memory, val, solvers)
     except DmstoreError:
         assert (
             solver_bytes(n_train, block, min(MIN_CAP, n_train), val_rows=val) > memory
@@ -57,7 +67,10 @@ def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(n_t
     assert plan.peak <= memory
     assert min(MIN_CAP, n_train) <= plan.cap <= n_train
     assert plan.batch == block or (plan.dense and plan.batch % block == 0 and plan.batch <= max(block, DENSE_TARGETS))
-    bigger = plan_fit(n_train, rows, 2048, block, 2 * memory, val)
+    assert 1 <= plan.solvers <= solvers and (plan.solvers == 1 or plan.cap >= min(SOLVER_CAP, n_train))
+    assert not (plan.dense and plan.solvers > 1)
+    assert plan.solver_peak == solver_bytes(n_train, block, plan.cap, plan.cache_gram, val, plan.solvers)
+    bigger = plan_fit(n_train, rows, 2048, block, 2 * memory, val, solvers)
     assert bigger.cap >= plan.cap and bigger.target_blocks >= plan.target_blocks
     assert bigger.cache_gram >= plan.cache_gram and bigger.cache_masks >= plan.cache_masks
 

@@ -20,18 +20,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 import psutil
 import xarray as xr
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
-from dmstore.fitting.device import DEVICES, Device
+from dmstore.fitting.device import CPU, DEVICES, Device
 from dmstore.fitting.device import device as device_of
 from dmstore.fitting.fista import check_options
 from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
@@ -236,7 +238,8 @@ def fit(
     reader = BandReader(store, target, storage_options)
     sizes = dict(n_train=ds.sizes["train"], rows=rows["fit"].size, shard_rows=reader.shard_rows, block=target_batch,
                  val_rows=rows["val"].size)
-    plan = plan_fit(memory=budget, **sizes)
+    on_cores = scheduler is None and (device == "cpu" or device is CPU)  # target groups on threads
+    plan = plan_fit(memory=budget, solvers=os.cpu_count() or 1 if on_cores else 1, **sizes)
     dev = _checked_device(device, plan, scheduler)
     options = dict(
         lambdas=lambdas,
@@ -286,6 +289,7 @@ def fit(
             n_val=int(n_val),
             **written_models(ds),
             plan_peak_bytes=plan.peak,
+            solvers=plan.solvers if scheduler is None else 1,
             seconds_pass=round(passed - started, 3),
             seconds_path=round(time.perf_counter() - passed, 3),
         )
@@ -395,14 +399,18 @@ def fit_blocks(
     store: str, target: str, blocks: list[tuple[int, int]], args: dict, storage_options: dict | None
 ) -> None:
     """Fit, write and record the target ``blocks`` (contiguous) from the persisted statistics:
-    solved together (one batch where the plan is dense), each block written and recorded."""
+    solved together (one batch where the plan is dense, else groups of ``SOLVE_TARGETS``, the
+    plan's ``solvers`` at a time on threads, each with one BLAS thread), each block written and
+    recorded."""
     columns = slice(blocks[0][0], blocks[-1][1])
     fit_stats = Moments(store, "fit", storage_options).statistics(target, columns, in_memory=args["cache_gram"])
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
     width = columns.stop - columns.start
     step = width if args["dense"] else SOLVE_TARGETS  # dense: one batch
-    parts = [_solve(fit_stats, val_stats, slice(a, min(a + step, width)), columns.start, args)
-             for a in range(0, width, step)]
+    groups = [slice(a, min(a + step, width)) for a in range(0, width, step)]
+    threads = min(args["solvers"], len(groups))
+    with threadpool_limits(1) if threads > 1 else nullcontext(), ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda group: _solve(fit_stats, val_stats, group, columns.start, args), groups))
     solved = [np.concatenate([p[i] for p in parts], axis=-1) for i in range(5)]
     for start, stop in blocks:
         local = slice(start - columns.start, stop - columns.start)
@@ -468,7 +476,8 @@ def _checked_cluster(scheduler: Any, budget: int, plan: FitPlan) -> Iterator[Any
 
 def _block_args(options: dict, plan: FitPlan) -> dict:
     """The arguments of :func:`fit_blocks` for blocks solved under ``plan``."""
-    return dict(options, dtype=DTYPES[options["dtype"]], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense)
+    return dict(options, dtype=DTYPES[options["dtype"]], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense,
+                solvers=plan.solvers)
 
 
 def _run_blocks(

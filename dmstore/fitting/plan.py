@@ -14,7 +14,9 @@ examples:
   three copies of ``G[U, U]`` and the raw weights of the block (``3 x N x block`` float64).
 
 The plan picks the largest working set (``cap``) the budget allows; a block whose working set
-would outgrow it is solved in halves.
+would outgrow it is solved in halves. Where the budget holds a working set of ``SOLVER_CAP``
+features for each, several groups of targets are solved at once (``solvers``, at most one per
+core): each concurrent solver has its own working set, ``G[U, U]`` and validation columns.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ MIN_CAP = 64
 #: in one batch (measured on the digits example, N = 1,000: 6x faster than working sets; at
 #: N = 50,000 working sets are what fits).
 DENSE_FEATURES = 4096
+#: A second concurrent solver only where each can have a working set this large (measured at
+#: CIFAR-10 width: the working sets of four targets reach 2,600 features; two solvers with 4,096
+#: each solve 1.35x faster than one, with 2,048 each no faster, their blocks being halved).
+SOLVER_CAP = 4096
 #: Dense problems solve up to this many targets in one batch (several blocks: the per-iteration
 #: costs are shared; measured on the digits example, 797 targets, 1.2x faster than blocks of 256).
 DENSE_TARGETS = 4096
@@ -53,6 +59,7 @@ class FitPlan:
     peak: int
     solver_peak: int
     batch: int
+    solvers: int = 1
 
 
 def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool, target_blocks: int) -> int:
@@ -64,17 +71,22 @@ def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool,
     return BASE + max(panel + band + masks, band + targets)
 
 
-def solver_bytes(n_train: int, block: int, cap: int, cache_gram: bool = False, val_rows: int = 0) -> int:
-    """Peak bytes of the solver for one block with a working set of ``cap`` features (and the
-    counts held in memory as int16 with ``cache_gram``), and the validation masks (``val_rows``)."""
+def solver_bytes(
+    n_train: int, block: int, cap: int, cache_gram: bool = False, val_rows: int = 0, solvers: int = 1
+) -> int:
+    """Peak bytes of the solver for one block with ``solvers`` working sets of ``cap`` features (and
+    the counts held in memory as int16 with ``cache_gram``), and the validation masks (``val_rows``)."""
     gram = 2 * n_train * n_train if cache_gram else 0
-    val = val_rows * n_train + 4 * val_rows * (cap + 4096)  # bool masks, float32 column blocks
-    return BASE + gram + val + 4 * cap * n_train + 32 * block * n_train + 12 * cap * cap + 24 * n_train * block
+    each = 4 * cap * n_train + 12 * cap * cap + 4 * val_rows * (cap + 4096)  # rows, G[U, U], val columns
+    return BASE + gram + val_rows * n_train + solvers * each + 32 * block * n_train + 24 * n_train * block
 
 
-def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, val_rows: int = 0) -> FitPlan:
+def plan_fit(
+    n_train: int, rows: int, shard_rows: int, block: int, memory: int, val_rows: int = 0, solvers: int = 1
+) -> FitPlan:
     """The plan for a fit of ``block`` targets at a time on ``rows`` model rows (and ``val_rows``
-    validation rows) within ``memory`` bytes.
+    validation rows) within ``memory`` bytes, with up to ``solvers`` groups of targets solved at
+    once.
 
     Raises
     ------
@@ -99,20 +111,32 @@ def plan_fit(n_train: int, rows: int, shard_rows: int, block: int, memory: int, 
         target_blocks *= 2
     # the counts in memory when they leave room for a working set of a tenth of the features
     cache_gram = solver_bytes(n_train, block, max(MIN_CAP, n_train // 10), True, val_rows) <= memory
-    cap = min(MIN_CAP, n_train)
-    while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram, val_rows) <= memory:
-        cap *= 2
-    cap = min(cap, n_train)
-    solver_peak = solver_bytes(n_train, block, cap, cache_gram, val_rows)
-    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks), solver_peak)
+    cap = largest_cap(n_train, block, memory, cache_gram, val_rows)
     dense = n_train <= DENSE_FEATURES and cap == n_train
+    count = 1  # concurrent solvers: dense blocks are one batch
+    while not dense and count < solvers and solver_bytes(
+        n_train, block, min(SOLVER_CAP, n_train), cache_gram, val_rows, count + 1
+    ) <= memory:
+        count += 1
+    cap = largest_cap(n_train, block, memory, cache_gram, val_rows, count)
+    solver_peak = solver_bytes(n_train, block, cap, cache_gram, val_rows, count)
+    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks), solver_peak)
     batch = block  # targets solved together in this process: dense ones as many blocks as fit
     while dense and 2 * batch <= DENSE_TARGETS:
         if solver_bytes(n_train, 2 * batch, cap, cache_gram, val_rows) > memory:
             break
         batch *= 2
     peak = max(peak, solver_bytes(n_train, batch, cap, cache_gram, val_rows))
-    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak, solver_peak, batch)
+    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak, solver_peak, batch, count)
+
+
+def largest_cap(n_train: int, block: int, memory: int, cache_gram: bool, val_rows: int, solvers: int = 1) -> int:
+    """The largest working set (a power of two times ``MIN_CAP``, or ``n_train``) of each of
+    ``solvers`` that ``memory`` holds (``MIN_CAP`` where none does)."""
+    cap = min(MIN_CAP, n_train)
+    while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram, val_rows, solvers) <= memory:
+        cap *= 2
+    return min(cap, n_train)
 
 
 def solver_floor(n_train: int, block: int, val_rows: int = 0) -> int:
