@@ -212,6 +212,7 @@ def convert(
             attrs = _check_destination(plan, dest_storage_options)  # as the run before this one left it
             if attrs is None:
                 _create(plan, dest_storage_options)
+            store.remove_abandoned_records(dest, dest_storage_options)  # of a run killed while recording
             largest = max((p.band_bytes for p in plan.arrays), default=0)
             with budget_client(  # verify, repair and bands within one budget
                 scheduler,

@@ -21,7 +21,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from dmstore._version import __version__
 from dmstore.errors import DmstoreError
 from dmstore.io.dataset import as_store, known_warnings
-from dmstore.io.objects import create_exclusive
+from dmstore.io.objects import create_exclusive, temporaries
 
 RECORDS = "_dmstore/bands"
 
@@ -174,6 +174,15 @@ def delete_record(dest: str, storage_options: dict | None, name: str, start: int
     fs, root = _records_fs(dest, storage_options)
     path = f"{root}/{name}/{start}-{stop}.json"
     if fs.exists(path):
+        fs.rm_file(path)
+
+
+def remove_abandoned_records(dest: str, storage_options: dict | None) -> None:
+    """Remove the temporary files of band records whose writer was killed before linking them (local
+    disk). Call it under the store's lock, before any band is written: no writer is running then."""
+    fs, root = _records_fs(dest, storage_options)
+    folders = fs.ls(root, detail=False) if fs.exists(root) else []
+    for path, _ in [t for folder in folders for t in temporaries(fs, folder)]:
         fs.rm_file(path)
 
 
