@@ -4,7 +4,7 @@ Builds a source in the published layout (``{ds}/data/*.npy``) with ``--models`` 
 ``--eval-models`` evaluation models over ``--train`` examples, and ``--targets`` test targets
 with a planted sparse signal (``--support`` features per target, weights of magnitude 0.3-1,
 plus unit Gaussian noise), converts it with ``dmstore convert``, then times, each in a fresh
-process, sampling the resident memory of the whole process tree every 50 ms:
+process, sampling the resident memory of the whole process tree every 20 ms (benchmarks/measure.py):
 
 1. ``fit``: ``dmstore fit STORE --targets 0:T`` (defaults), then whether the planted supports
    were recovered;
