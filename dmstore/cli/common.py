@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from dmstore.io.source import Source
 
@@ -57,4 +58,19 @@ def add_memory_option(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="SIZE",
         help=f"peak memory of {what}; on an existing cluster, each worker's own memory limit must hold "
         "one task (default: %(default)s)",
+    )
+
+
+#: The default of ``--cache`` (``dmstore example``, ``dmstore demo``).
+CACHE_ENV = "DMSTORE_EXAMPLE_CACHE"
+
+
+def add_cache_option(parser: argparse.ArgumentParser) -> None:
+    """``--cache DIR``: finished examples kept and copied instead of trained again."""
+    parser.add_argument(
+        "--cache",
+        default=os.environ.get(CACHE_ENV) or None,
+        metavar="DIR",
+        help=f"keep finished examples in DIR and copy one made with the same arguments instead of training "
+        f"again (default: ${CACHE_ENV}, else no cache)",
     )

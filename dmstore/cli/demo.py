@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dmstore.cli.example import add_cache_option
+from dmstore.cli.common import add_cache_option
 from dmstore.experiment.demo import demo
 
 

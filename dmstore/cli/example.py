@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import time
 
-from dmstore.experiment.example import BATCH_MODELS, CACHE_ENV, KINDS, make_example
+from dmstore.cli.common import add_cache_option
+from dmstore.experiment.example import BATCH_MODELS, KINDS, make_example
 from dmstore.io.datasets import DATASETS
 
 
@@ -54,17 +54,6 @@ def register(subparsers, summary: str) -> None:
     add_cache_option(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
-
-
-def add_cache_option(parser) -> None:
-    """``--cache DIR``: finished examples kept and copied instead of trained again."""
-    parser.add_argument(
-        "--cache",
-        default=os.environ.get(CACHE_ENV) or None,
-        metavar="DIR",
-        help=f"keep finished examples in DIR and copy one made with the same arguments instead of training "
-        f"again (default: ${CACHE_ENV}, else no cache)",
-    )
 
 
 def run(args) -> int:

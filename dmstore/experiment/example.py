@@ -48,7 +48,6 @@ LR = 0.02  # Adam learning rate
 RECORD_FORMAT = 1
 EXPORT_ROWS = 2048  # rows of the published layout written at once
 LABELS = ("train_labels.npy", "test_labels.npy", "classes.json")  # beside the matrices in data/
-CACHE_ENV = "DMSTORE_EXAMPLE_CACHE"  # the CLI's default --cache
 
 
 
@@ -240,7 +239,7 @@ def make_example(
     workers = workers or cores
     if workers < 1:
         raise DmstoreError(f"--workers must be at least 1, not {workers}")
-    _require("torch")
+    torch = _require("torch")
     split = DATASETS[dataset]()
     rows = models + eval_models
     n_train, n_test = len(split.y_train), len(split.y_test)
@@ -268,10 +267,10 @@ def make_example(
     rows_done = _rows_done(record_path, params, paths)
     if rows_done == rows:
         return folder
-    files = [record_path, store, *paths.values(), *(folder / "data" / name for name in LABELS)]
-    entry = None if cache is None else Path(cache) / _cache_key(params)
+    names = [p.relative_to(folder) for p in [record_path, store, *paths.values()]] + [Path("data", n) for n in LABELS]
+    entry = None if cache is None else Path(cache) / _cache_key(params, torch.__version__)
     if entry is not None and entry.exists() and rows_done == 0 and not store.exists():
-        _copy(entry, folder, [f.relative_to(folder) for f in files])
+        _copy(entry, folder, names)
         return folder
     if not store.exists():
         create(
@@ -303,7 +302,7 @@ def make_example(
 
     with bar:
         if len(todo) == 1:  # one batch: trained in this process (no worker to start and import torch)
-            (a, b), torch = todo[0], _require("torch")
+            a, b = todo[0]
             before = torch.get_num_threads()
             try:
                 train_batch(*job, a, b, a + np.flatnonzero(done[a:b]), threads)
@@ -316,7 +315,7 @@ def make_example(
     _export(str(store), paths, split)
     _write_record(record_path, params, rows)
     if entry is not None and not entry.exists():
-        _keep(folder, entry, [f.relative_to(folder) for f in files])
+        _keep(folder, entry, names)
     return folder
 
 
@@ -344,9 +343,9 @@ def _train_in_workers(
                 submit()
 
 
-def _cache_key(params: dict[str, Any]) -> str:
+def _cache_key(params: dict[str, Any], torch_version: str) -> str:
     """The cache entry of an example: its parameters and the versions that trained it."""
-    versions = {"dmstore": __version__, "torch": _require("torch").__version__, "numpy": np.__version__}
+    versions = {"dmstore": __version__, "torch": torch_version, "numpy": np.__version__}
     digest = hashlib.sha256(json.dumps([params, versions], sort_keys=True).encode()).hexdigest()
     return f"{params['dataset']}-{params['pct']}pct-{digest[:16]}"
 

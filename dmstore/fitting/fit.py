@@ -289,7 +289,7 @@ def fit(
             n_val=int(n_val),
             **written_models(ds),
             plan_peak_bytes=plan.peak,
-            solvers=plan.solvers if scheduler is None else 1,
+            solvers=plan.solvers,
             seconds_pass=round(passed - started, 3),
             seconds_path=round(time.perf_counter() - passed, 3),
         )
