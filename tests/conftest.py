@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -23,6 +25,12 @@ settings.load_profile("dmstore")
 
 #: stderr lines that are logs, not errors: the Dask dashboard link, moto's request log.
 LOG_LINES = ("dmstore: started a local Dask cluster", "dmstore: joined the Dask cluster", "127.0.0.1 - - [")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (the owner of a lock or temporary left by a crash)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
 
 
 def error_lines(err: str) -> list[str]:

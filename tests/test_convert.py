@@ -7,14 +7,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import BUCKET, EXAMPLE, error_lines, upload, write_layout
+from conftest import BUCKET, EXAMPLE, dead_pid, error_lines, upload, write_layout
 from dmstore.conversion.convert import convert
 from dmstore.conversion.verify import verify
 
@@ -190,11 +189,11 @@ def test_a_second_convert_into_a_busy_store_refuses(layout, tmp_path, capsys):
 def test_a_stale_lock_is_taken_over(layout, tmp_path):
     root, arrays = layout
     dest = tmp_path / "stale.zarr"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = dead_pid()
     (dest / "_dmstore/locks").mkdir(parents=True)
     lock = {
         "host": socket.gethostname(),
-        "pid": int(dead.stdout),
+        "pid": dead,
         "token": "x",
         "what": "crashed",
         "heartbeat": time.time(),

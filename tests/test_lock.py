@@ -16,7 +16,7 @@ import fsspec
 import numpy as np
 import pytest
 import zarr
-from conftest import error_lines, write_layout
+from conftest import dead_pid, error_lines, write_layout
 
 import dmstore
 from dmstore.cli import main
@@ -76,7 +76,7 @@ def test_two_starters_at_the_same_instant_exactly_one_proceeds(store_url):
 
 
 def test_two_starters_taking_over_a_stale_lock_exactly_one_proceeds(store_url):
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    dead = dead_pid()
     fs, root = fsspec.core.url_to_fs(store_url)
     fs.makedirs(f"{root}/_dmstore/locks", exist_ok=True)
     for round in range(10):
@@ -111,7 +111,7 @@ def test_a_conversion_meeting_a_skeleton_half_written_under_a_lock_says_busy(sto
             "--eval-rows", "100", "--no-progress"]
     fs, root = fsspec.core.url_to_fs(store_url)
     fs.makedirs(f"{root}/_dmstore/locks", exist_ok=True)
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    dead = dead_pid()
     for pid, code in [(os.getpid(), 2), (dead, 0)]:  # the holder live, then gone
         holder = {"host": socket.gethostname(), "pid": pid, "token": "x", "what": "the first run"}
         holder["heartbeat"] = time.time()

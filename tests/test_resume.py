@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import write_layout
+from conftest import dead_pid, write_layout
 from dmstore.conversion.convert import convert
 
 MODELS, N_TRAIN, N_TEST = 40_000, 1500, 500
@@ -79,7 +79,7 @@ def test_driver_killed_then_resumed(source, reference, tmp_path):
     assert 3 <= done < 3 * 20  # 20 bands per array: the run was really cut short
     # a record's temporary file, as the kill leaves it when it lands between writing and linking
     # (seen once in CI): the resumed run removes it
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    dead = dead_pid()
     abandoned = dest / "_dmstore/bands/train_masks" / f".2048-4096.json.{socket.gethostname()}.{dead}.0f.tmp"
     abandoned.parent.mkdir(parents=True, exist_ok=True)
     abandoned.write_text('{"array": "train_masks"')
