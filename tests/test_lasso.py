@@ -17,9 +17,18 @@ from sklearn.linear_model import lasso_path as sk_lasso_path
 from dmstore.errors import DmstoreError
 from dmstore.fitting import solver
 from dmstore.fitting.device import CPU, Device
-from dmstore.fitting.fista import check_options, duality_gap, gram_product, lambda_grid, solve, top_eigenvalue
-from dmstore.fitting.moments import Statistics, of_masks
+from dmstore.fitting.fista import (
+    EIGEN_TOL,
+    STEP_SAFETY,
+    check_options,
+    duality_gap,
+    gram_product,
+    lambda_grid,
+    solve,
+    top_eigenvalue,
+)
 from dmstore.fitting.moments import in_memory as band_moments
+from dmstore.fitting.moments import of_masks
 from dmstore.fitting.solver import Space
 
 TIGHT = 1e-13
@@ -45,14 +54,9 @@ class SolverSpace:
         gram = np.empty((stats.n_train, stats.n_train), dtype=dtype)
         space.gram_rows(np.arange(stats.n_train), gram)
         space_ = type("Dense", (), {})()
-        space_.gram, space_.lipschitz = gram, 1.01 * top_eigenvalue(gram, np)
+        space_.gram, space_.lipschitz = gram, STEP_SAFETY * top_eigenvalue(gram, np)[0]
         space_.targets = lambda columns, xp: space.targets()
         return space_
-
-
-def columns_of(stats, cols):
-    """The statistics of some target columns."""
-    return Statistics(stats.n, stats.xsum, stats.xty[:, cols], stats.ysum[cols], stats.yy[cols], stats.counts)
 
 
 def strict_device():
@@ -94,8 +98,8 @@ def lasso_path(
         cols = slice(start, start + (target_batch or n_targets))
         parts.append(
             solver.path(
-                columns_of(fit, cols),
-                columns_of(val, cols),
+                fit.targets(cols),
+                val.targets(cols),
                 lambdas=lambdas,
                 lambda_ratio=lambda_ratio,
                 standardize=standardize,
@@ -221,7 +225,33 @@ def test_top_eigenvalue(n):
     rng = np.random.default_rng(n)
     a = rng.standard_normal((2 * n, n))
     gram = a.T @ a / (2 * n)
-    assert top_eigenvalue(gram, np) == pytest.approx(np.linalg.eigvalsh(gram).max(), rel=1e-6)
+    value, _ = top_eigenvalue(gram, np)
+    assert value == pytest.approx(np.linalg.eigvalsh(gram).max(), rel=EIGEN_TOL)
+    assert STEP_SAFETY * value > np.linalg.eigvalsh(gram).max()  # the step 1 / L stays below 1 / lambda_max
+
+
+def test_top_eigenvalue_warm_start():
+    """Started from the eigenvector of the working set before one feature joined, Lanczos needs
+    fewer products for the same value (a working set's Gram grows a few features at a time)."""
+    from scipy.sparse.linalg import LinearOperator
+
+    rng = np.random.default_rng(7)
+    x = (rng.random((3000, 400)) < 0.5).astype(np.float64)
+    x -= x.mean(axis=0)
+    gram = x.T @ x / 3000
+
+    def counted(a):
+        calls = []
+        return LinearOperator(a.shape, matvec=lambda v: calls.append(1) or a @ v, dtype=a.dtype), calls
+
+    _, before = top_eigenvalue(gram[:-1, :-1], np)
+    cold, cold_calls = counted(gram)
+    warm, warm_calls = counted(gram)
+    cold_value, _ = top_eigenvalue(cold, np)
+    warm_value, _ = top_eigenvalue(warm, np, np.append(before, 0.0))
+    truth = np.linalg.eigvalsh(gram).max()
+    assert cold_value == pytest.approx(truth, rel=EIGEN_TOL) and warm_value == pytest.approx(truth, rel=EIGEN_TOL)
+    assert len(warm_calls) < len(cold_calls)
 
 
 @pytest.mark.parametrize("features", [[], [2], [0, 4, 5], list(range(10))])

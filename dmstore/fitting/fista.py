@@ -30,24 +30,27 @@ from dmstore.errors import DmstoreError
 
 #: Multiplies the estimated largest eigenvalue of ``G``: a step slightly under ``1/L``.
 STEP_SAFETY = 1.01
+#: Relative tolerance of the Lanczos estimate of that eigenvalue (its error is far smaller).
+EIGEN_TOL = 1e-3
 
 
-def top_eigenvalue(gram: Any, xp: Any) -> float:
-    """Largest eigenvalue of the symmetric positive semi-definite ``gram`` (Lanczos, ``eigsh``,
-    on numpy and CuPy; a dense ``eigvalsh`` in other namespaces)."""
+def top_eigenvalue(gram: Any, xp: Any, start: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
+    """Largest eigenvalue of the symmetric positive semi-definite ``gram`` to a relative
+    :data:`EIGEN_TOL` (below ``STEP_SAFETY``), and its eigenvector (host): Lanczos (``eigsh``) on
+    numpy and CuPy, from ``start`` (host: the eigenvector of a similar matrix, a warm start) or a
+    fixed random vector; a dense ``eigvalsh`` in other namespaces (no vector)."""
     n = gram.shape[0]
-    if n > 16 and xp is np:
-        from scipy.sparse.linalg import eigsh
-
-        start = np.random.default_rng(0).standard_normal(n).astype(gram.dtype)  # deterministic
-        value = float(eigsh(gram, k=1, which="LM", tol=1e-6, return_eigenvectors=False, v0=start).max())
-    elif n > 16 and type(gram).__module__.startswith("cupy"):
-        from cupyx.scipy.sparse.linalg import eigsh
-
-        value = float(eigsh(gram, k=1, which="LM", tol=1e-6, return_eigenvectors=False).max())  # fixed start
-    else:
-        value = float(xp.max(xp.linalg.eigvalsh(gram)))
-    return max(value, 1e-30)
+    if n > 16 and (xp is np or type(gram).__module__.startswith("cupy")):
+        if start is None or not start.any():
+            start = np.random.default_rng(0).standard_normal(n)  # deterministic
+        if xp is np:
+            from scipy.sparse.linalg import eigsh
+        else:
+            from cupyx.scipy.sparse.linalg import eigsh
+        values, vectors = eigsh(gram, k=1, which="LM", tol=EIGEN_TOL, v0=xp.asarray(start, dtype=gram.dtype))
+        vector = vectors[:, 0] if xp is np else vectors[:, 0].get()
+        return max(float(values.max()), 1e-30), vector
+    return max(float(xp.max(xp.linalg.eigvalsh(gram))), 1e-30), None
 
 
 def used_features(w: Any, xp: Any) -> Any:
@@ -56,8 +59,8 @@ def used_features(w: Any, xp: Any) -> Any:
 
 
 def gram_product(gram: Any, w: Any, xp: Any) -> Any:
-    """``w @ gram`` (``[B, N]``, = ``(gram @ w.T).T`` as ``gram`` is symmetric), using only the
-    features (columns of ``w``) that are not all zero."""
+    """``w @ gram`` (``[B, M]``, = ``(gram @ w.T).T`` where ``gram`` is symmetric) for ``gram``
+    with a row per feature, using only the features (columns of ``w``) that are not all zero."""
     cols = used_features(w, xp)
     if cols.shape[0] > gram.shape[0] // 2:
         return w @ gram

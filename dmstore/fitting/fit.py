@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
+from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -409,8 +410,19 @@ def fit_blocks(
     step = width if args["dense"] else SOLVE_TARGETS  # dense: one batch
     groups = [slice(a, min(a + step, width)) for a in range(0, width, step)]
     threads = min(args["solvers"], len(groups))
+    buffers: SimpleQueue = SimpleQueue()  # a working set's rows per thread, reused from group to group
+    for _ in range(threads):
+        buffers.put(solver.row_buffer(args["cap"], fit_stats.n_train, args["dtype"], device_of(args["device"])))
+
+    def solve(group: slice) -> tuple:
+        rows = buffers.get()  # at most ``threads`` groups run at once: one is always free
+        try:
+            return _solve(fit_stats, val_stats, group, columns.start, args, rows)
+        finally:
+            buffers.put(rows)
+
     with threadpool_limits(1) if threads > 1 else nullcontext(), ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(lambda group: _solve(fit_stats, val_stats, group, columns.start, args), groups))
+        parts = list(pool.map(solve, groups))
     solved = [np.concatenate([p[i] for p in parts], axis=-1) for i in range(5)]
     for start, stop in blocks:
         local = slice(start - columns.start, stop - columns.start)
@@ -436,11 +448,14 @@ def batches(blocks: list[tuple[int, int]], targets: int) -> list[list[tuple[int,
     return runs
 
 
-def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: int, args: dict) -> tuple:
+def _solve(
+    fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: int, args: dict, rows: Any = None
+) -> tuple:
     """Path and refit of the targets ``cols`` of a block (halved where the working set outgrows
-    the plan): raw weights, bias, lam, the larger of the two relative gaps, validation R^2."""
+    the plan), the working set's rows in ``rows``: raw weights, bias, lam, the larger of the two
+    relative gaps, validation R^2."""
     common = dict(standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"],
-                  cap=args["cap"], dense=args["dense"], device=device_of(args["device"]))
+                  cap=args["cap"], dense=args["dense"], device=device_of(args["device"]), rows=rows)
     fit_part, val_part = fit_stats.targets(cols), val_stats.targets(cols)
     try:
         path = solver.path(fit_part, val_part, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],
@@ -453,7 +468,7 @@ def _solve(fit_stats: Statistics, val_stats: Statistics, cols: slice, offset: in
                 "raise --memory"
             ) from None
         middle = (cols.start + cols.stop) // 2
-        halves = [_solve(fit_stats, val_stats, part, offset, args)
+        halves = [_solve(fit_stats, val_stats, part, offset, args, rows)
                   for part in (slice(cols.start, middle), slice(middle, cols.stop))]
         return tuple(np.concatenate([h[i] for h in halves], axis=-1) for i in range(5))
     with np.errstate(invalid="ignore", divide="ignore"):

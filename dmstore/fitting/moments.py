@@ -154,6 +154,7 @@ def in_memory(masks: np.ndarray, margins: np.ndarray) -> Statistics:
         y.sum(axis=0),
         (y * y).sum(axis=0),
         lambda rows: xtx[np.asarray(rows, dtype=np.int64)],
+        masks_t=np.ascontiguousarray(np.asarray(masks, dtype=bool).T),
     )
 
 

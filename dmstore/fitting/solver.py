@@ -21,8 +21,9 @@ new ``lam`` join (a working set in the manner of celer and skglm: the sequential
 wider set, ``|grad_j| >= 2 lam_k - lam_{k-1}``, grows far faster once ``lam`` reaches the noise
 level), and after it the features no running target uses leave.
 
-Validation needs no second ``N x N`` array: the validation MSE of weights on ``U`` needs only
-``G_val[U, U]`` (gathered beside ``G[U, :]``) and ``c_val[U]``.
+Validation needs no second ``N x N`` array: the validation MSE of weights ``w`` on ``U`` needs
+``w' G_val[U, U] w``, the mean square of the centred validation predictions, computed from the
+validation rows' masks of ``U`` (kept beside ``G[U, :]``), and ``c_val[U]``.
 
 The arrays of the solve live on a :class:`~dmstore.fitting.device.Device` (numpy, or CuPy on a
 GPU): the counts gathered from the store and the target statistics enter through its ``put``;
@@ -37,10 +38,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting.device import CPU, Device
-from dmstore.fitting.fista import gram_product, lambda_grid, row_dots, solve, top_eigenvalue, used_features
+from dmstore.fitting.fista import STEP_SAFETY, gram_product, lambda_grid, row_dots, solve, top_eigenvalue, used_features
 from dmstore.fitting.moments import MASK_COLUMNS, Statistics
 
 #: A feature outside the working set violates the optimality conditions when its gradient exceeds
@@ -107,12 +109,6 @@ class Space:
         centred *= dev.put(self.scale[b], self.dtype)[None, :]
         return centred
 
-    def gram_block(self, a: np.ndarray, b: np.ndarray) -> Any:
-        """``G[a][:, b]`` (this space, on the device)."""
-        s = self.stats
-        counts = s.block(a, b).astype(np.float64) - np.multiply.outer(s.xsum[a], s.xsum[b] / s.n)
-        return self._scale(self.device.put(counts, self.dtype), a, b)
-
     def gram_rows(self, rows: np.ndarray, out: Any) -> None:
         """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]`` (on the device): on
         numpy straight into ``out``, else through a host buffer of :data:`CONVERT_ROWS` rows."""
@@ -141,29 +137,45 @@ class Space:
         return self.device.put(np.where(scale > 0, weight[features].T / safe, 0.0), self.dtype)
 
 
+def row_buffer(cap: int, n_train: int, dtype: Any, device: Device = CPU) -> Any:
+    """Room for the Gram rows of a working set of up to ``cap`` features, ``[min(cap, N), N]`` on
+    ``device``. Pass one to the :func:`path` and :func:`refit` of one block after another: memory
+    used again has its pages already (fresh memory costs a page fault per 4 KiB on first touch,
+    measured 40% of gathering rows at CIFAR-10 width)."""
+    return device.xp.empty((min(cap, n_train), n_train), dtype=device.dtype(dtype), device=device.where)
+
+
 class WorkingSet:
-    """The features ``U`` of a block (host): their Gram rows ``G[U, :]`` in the first space
-    (``[cap, N]`` on the device, filled as ``U`` grows; untouched rows cost no memory), and
-    ``G[U, U]`` in every space."""
+    """The features ``U`` of a block (host): their Gram rows ``G[U, :]`` (``[cap, N]`` on the
+    device, filled as ``U`` grows; untouched rows cost no memory), ``G[U, U]``, and where
+    ``masks`` (``[N, n_v]`` bool, host: validation rows' masks, transposed) are given, their
+    columns of ``U`` (``[cap, n_v]``: the validation predictions of weights on ``U``). ``rows``
+    (:func:`row_buffer`) is where the rows go."""
 
     def __init__(
         self,
-        spaces: list[Space],
+        space: Space,
         cap: int,
         row_space: Space | None = None,
         extra: Pooled | None = None,
+        masks: np.ndarray | None = None,
+        rows: Any = None,
     ) -> None:
-        n_train = spaces[0].mean.size
-        self.spaces, self.cap = spaces, min(cap, n_train)
-        # the rows gathered (default: G[U, :] of the first space) and what the product adds to them
-        self.row_space, self.extra = row_space or spaces[0], extra
-        self.device = dev = spaces[0].device
+        n_train = space.mean.size
+        self.space, self.cap = space, min(cap, n_train)
+        # the rows gathered (default: G[U, :] of the space) and what the product adds to them
+        self.row_space, self.extra, self.masks = row_space or space, extra, masks
+        self.device = dev = space.device
+        xp, dtype = dev.xp, dev.dtype(space.dtype)
         self.features = np.zeros(0, dtype=np.int64)
         self.index = dev.put(self.features)  # the features on the device
         self.member = np.zeros(n_train, dtype=bool)
-        self.rows = dev.xp.empty((self.cap, n_train), dtype=dev.dtype(spaces[0].dtype), device=dev.where)
-        self.blocks = [dev.xp.empty((0, 0), dtype=dev.dtype(s.dtype), device=dev.where) for s in spaces]
+        self.rows = row_buffer(cap, n_train, space.dtype, dev) if rows is None else rows
+        self.gram = xp.empty((0, 0), dtype=dtype, device=dev.where)
+        n_val = 0 if masks is None else masks.shape[1]
+        self.columns = xp.empty((self.cap, n_val), dtype=dtype, device=dev.where)
         self._lipschitz: tuple[int, float] = (-1, 1.0)
+        self._direction = np.zeros(n_train)  # the top eigenvector of the last G[U, U], by feature
 
     @property
     def size(self) -> int:
@@ -176,43 +188,46 @@ class WorkingSet:
             return
         if self.size + new.size > self.cap:
             raise WorkingSetFull
-        xp, old = self.device.xp, self.size
+        dev, old = self.device, self.size
+        xp = dev.xp
         self.features = np.concatenate([self.features, new])
-        self.index = self.device.put(self.features)
+        self.index = dev.put(self.features)
         self.member[new] = True
         self.row_space.gram_rows(new, self.rows[old : self.size, :])
-        for i, space in enumerate(self.spaces):
-            block = xp.empty((self.size, self.size), dtype=self.blocks[i].dtype, device=self.device.where)
-            block[:old, :old] = self.blocks[i]
-            if i == 0:  # from the rows just gathered (and what the pooled rows add to them)
-                block[old:, :] = xp.take(self.rows[old : self.size, :], self.index, axis=1)
-                if self.extra is not None:
-                    block[old:, :] += self.extra.block(new, self.features)
-            else:
-                block[old:, :] = space.gram_block(new, self.features)
-            block[:old, old:] = block[old:, :old].T  # G is symmetric
-            self.blocks[i] = block
+        gram = xp.empty((self.size, self.size), dtype=self.gram.dtype, device=dev.where)
+        gram[:old, :old] = self.gram
+        gram[old:, :] = xp.take(self.rows[old : self.size, :], self.index, axis=1)
+        if self.extra is not None:  # what the pooled rows add to the rows just gathered
+            gram[old:, :] += self.extra.block(new, self.features)
+        gram[:old, old:] = gram[old:, :old].T  # G is symmetric
+        self.gram = gram
+        if self.masks is not None:
+            self.columns[old : self.size, :] = dev.put(self.masks[new], self.space.dtype)
 
     def keep(self, mask: np.ndarray) -> None:
-        """Keep only the features ``mask`` (host) selects (by position in the set), in order."""
-        xp = self.device.xp
-        kept = self.device.put(np.flatnonzero(mask))
+        """Keep only the features ``mask`` (host) selects (by position in the set), in order;
+        their rows move up in place, a run of consecutive rows at a time (no copy of the set)."""
+        xp, kept = self.device.xp, np.flatnonzero(mask)
         self.member[self.features[~mask]] = False
         self.features = self.features[mask]
         self.index = self.device.put(self.features)
-        self.rows[: self.size, :] = xp.take(self.rows, kept, axis=0)
-        self.blocks = [xp.take(xp.take(block, kept, axis=0), kept, axis=1) for block in self.blocks]
+        breaks = np.flatnonzero(np.diff(kept) != 1) + 1
+        for run, first in zip(np.split(kept, breaks), np.concatenate([[0], breaks]).tolist()):
+            up = int(run[0]) - first
+            for at in range(0, run.size if up else 0, up or 1):  # pieces whose source and target do not overlap
+                stop = min(at + up, run.size)
+                for array in (self.rows, self.columns):
+                    array[first + at : first + stop, :] = array[first + at + up : first + stop + up, :]
+        index = self.device.put(kept)
+        self.gram = xp.take(xp.take(self.gram, index, axis=0), index, axis=1)
         self._lipschitz = (-1, 1.0)
 
-    def block(self, space: int = 0) -> Any:
-        """``G[U, U]`` of ``spaces[space]``."""
-        return self.blocks[space]
-
     def product(self, w: Any) -> Any:
-        """``w @ G[U, :]`` ``[B, N]`` of weights ``w`` ``[B, |U|]`` (first space)."""
+        """``w @ G[U, :]`` ``[B, N]`` of weights ``w`` ``[B, |U|]``."""
         xp, k = self.device.xp, self.size
-        used = used_features(w, xp)  # only the rows of non-zero weights
-        if used.shape[0] > k // 4:  # most rows: one GEMM on the rows in place beats gathering them
+        if xp is np:  # sparse times dense: reads only the rows of non-zero weights, in place (4x a GEMM)
+            product = sparse.csr_array(w) @ self.rows[:k, :]
+        elif (used := used_features(w, xp)).shape[0] > k // 4:  # most rows: one GEMM on the rows in place
             product = w @ self.rows[:k, :]
         else:
             product = xp.take(w, used, axis=1) @ xp.take(self.rows, used, axis=0)
@@ -221,9 +236,13 @@ class WorkingSet:
         return product
 
     def lipschitz(self, gram: Any) -> float:
-        """The largest eigenvalue of ``G[U, U]`` (cached while ``U`` is unchanged)."""
+        """An upper bound on the largest eigenvalue of ``G[U, U]`` (cached while ``U`` is unchanged;
+        Lanczos starts from the eigenvector of the previous ``U``)."""
         if self._lipschitz[0] != self.size:
-            self._lipschitz = (self.size, 1.01 * top_eigenvalue(gram, self.device.xp))
+            value, vector = top_eigenvalue(gram, self.device.xp, self._direction[self.features])
+            if vector is not None:
+                self._direction[self.features] = vector
+            self._lipschitz = (self.size, STEP_SAFETY * value)
         return self._lipschitz[1]
 
 
@@ -248,7 +267,7 @@ def solve_on(
             grad = c
             w = xp.zeros((c.shape[0], 0), dtype=c.dtype, device=dev.where)
         else:
-            gram = ws.block()
+            gram = ws.gram
             w, gw, gap_d, iters = solve(
                 gram,
                 xp.take(c, ws.index, axis=1),
@@ -310,6 +329,7 @@ def path(
     dense: bool = False,
     device: Device = CPU,
     progress: Callable[[int], None] | None = None,
+    rows: Any = None,
 ) -> BlockResult:
     """Walk the ``lam`` path of a block of targets on ``fit``; choose ``lam`` by validation on ``val``.
 
@@ -318,7 +338,7 @@ def path(
     ``patience`` points in a row have not improved its best validation MSE and keeps its best point.
     ``cap`` bounds the working set (:class:`WorkingSetFull` beyond it); ``dense`` starts it with
     every feature and keeps them (narrow problems: one batched solve on the whole Gram is fastest).
-    The solve runs on ``device``.
+    The solve runs on ``device``, its working set's rows in ``rows`` (:func:`row_buffer`) if given.
     """
     dev, xp = device, device.xp
     space = Space.build(fit, standardize, dtype, device=dev)
@@ -330,7 +350,8 @@ def path(
     n_targets = c.shape[0]
     lam_max = dev.get(xp.astype(xp.max(xp.abs(c), axis=1), xp.float64))
     grid = lambda_grid(lam_max, lambdas, lambda_ratio)
-    ws = WorkingSet([space, val_space], cap)
+    assert val.masks_t is not None, "the validation statistics keep their rows' masks"
+    ws = WorkingSet(space, cap, masks=val.masks_t, rows=rows)
     if dense:
         ws.add(np.arange(fit.n_train))
     w = xp.zeros((n_targets, ws.size), dtype=c.dtype, device=dev.where)
@@ -361,8 +382,12 @@ def path(
         iterations[active] += iters
         steps[active] = step
         u = ws.features
-        # the validation MSE, on the features some target uses: w'G_val w - 2 c_val'w + the means' shift
-        fitted = row_dots(w_a, gram_product(ws.block(1), w_a, xp), xp)
+        # the validation MSE, on the features some target uses: w'G_val w - 2 c_val'w + the means' shift,
+        # w'G_val w the mean square of the centred validation predictions Xv[:, U] S_U w
+        v = w_a * dev.put(space.scale[u], c.dtype)[None, :]
+        z = gram_product(ws.columns[: ws.size, :], v, xp)
+        z -= (v @ dev.put(val_space.mean[u], c.dtype))[:, None]
+        fitted = row_dots(z, z, xp) / val.n
         fitted -= 2 * row_dots(xp.take(c_val[act], ws.index, axis=1), w_a, xp)
         moved = w_a @ dev.put(shift[u], c.dtype)
         mse = syy_val[active] + dev.get(fitted) + (offset[active] - dev.get(moved)) ** 2
@@ -451,21 +476,22 @@ def refit(
     dense: bool = False,
     device: Device = CPU,
     val: Statistics | None = None,
+    rows: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The LASSO of a block of targets at ``lam`` on ``stats`` (and ``val``, if given: on both
     sets of rows), warm-started from raw ``start`` ``[N, B]``, on ``device``; returns raw weights
     ``[N, B]``, intercepts, relative gaps and iterations (host). Where ``val`` keeps its masks,
-    the working set gathers only ``stats``' rows (:class:`Pooled`)."""
+    the working set gathers only ``stats``' rows (:class:`Pooled`), into ``rows`` if given."""
     pooled = val is not None and val.masks_t is not None and not dense
     both = stats if val is None else stats + val
     space = Space.build(both, standardize, dtype, device=device)
     c, ybar, syy = space.targets()
     if pooled:
         assert val is not None
-        rows = replace(Space.build(stats, standardize, dtype, space.scale, device), divisor=both.n)
-        ws = WorkingSet([space], cap, row_space=rows, extra=Pooled(stats, val, space))
+        row_space = replace(Space.build(stats, standardize, dtype, space.scale, device), divisor=both.n)
+        ws = WorkingSet(space, cap, row_space=row_space, extra=Pooled(stats, val, space), rows=rows)
     else:
-        ws = WorkingSet([space], cap)
+        ws = WorkingSet(space, cap, rows=rows)
     ws.add(np.arange(stats.n_train) if dense else np.flatnonzero((start != 0).any(axis=1)))
     w0 = space.from_raw(start, ws.features)
     lam_d, syy_d = device.put(lam, np.float64), device.put(syy, np.float64)
