@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
+from dmstore.fitting import moments as moments_module
 from dmstore.fitting import tiles
-from dmstore.fitting.moments import DeltaGram, Moments, Statistics, in_memory, rows_digest
+from dmstore.fitting.moments import DeltaGram, Moments, Statistics, in_memory, release_counts, rows_digest
 from dmstore.fitting.passes import PassPlan, gram_pass, panel_product, target_pass
 from dmstore.fitting.reads import BandReader
 
@@ -146,6 +147,47 @@ def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_the
     assert np.abs(fused - truth).max() < 1e-5 * np.abs(truth).max()
     np.testing.assert_allclose(plain, fused, atol=1e-5 * np.abs(truth).max())
     assert DeltaGram.load(moments.tile_file(), xsum * 1000, 300) is None  # differences beyond int16
+
+
+def test_a_pass_that_holds_its_counts_leaves_the_solver_nothing_to_read_back(tmp_path):
+    """The counts a pass holds are those of its tiles, byte for byte, and the solver's statistics
+    use them: with every tile deleted they still give the exact counts; once released, the tiles
+    are read (and found missing). A resumed pass holds nothing (the tiles it did not compute)."""
+    path = str(tmp_path / "s.zarr")
+    masks, margins = small_store(path, models=300, n_train=50)
+    reader, moments, plan = BandReader(path, "test"), Moments(path, "fit"), PassPlan(16, True, 1, hold_counts=True)
+    try:
+        gram_pass(moments, reader, np.arange(300), plan, lambda n: None)
+        target_pass(moments, reader, np.arange(300), "test", 7, [0], plan, lambda n: None)
+        loaded = DeltaGram.load(moments.tile_file(), masks.sum(axis=0).astype(np.float64), 300)
+        for chunk in (tmp_path / "s.zarr" / "moments" / "fit" / "xtx" / "c").rglob("*"):
+            if chunk.is_file():
+                chunk.unlink()
+        held = moments.statistics("test", slice(0, 7), in_memory=True)
+        np.testing.assert_array_equal(held.counts.__self__.delta, loaded.delta)
+        rows = np.array([3, 49, 16])
+        np.testing.assert_array_equal(held.counts(rows), (masks.T.astype(np.int64) @ masks)[rows])
+        release_counts()
+        with pytest.raises(DmstoreError, match="is missing"):
+            moments.statistics("test", slice(0, 7), in_memory=True)
+
+        class Interrupt(Exception):
+            pass
+
+        seen = []
+
+        def interrupt_in_the_second_panel(rows):
+            seen.append(rows)
+            if sum(seen) > 300:
+                raise Interrupt
+
+        moments.delete()
+        with pytest.raises(Interrupt):
+            gram_pass(moments, reader, np.arange(300), plan, interrupt_in_the_second_panel)
+        gram_pass(moments, reader, np.arange(300), plan, lambda n: None)
+        assert moments.is_complete(rows_digest(np.arange(300))) and not moments_module._HELD
+    finally:
+        release_counts()
 
 
 def test_lost_validation_masks_are_an_error_not_false_masks(tmp_path):

@@ -260,7 +260,9 @@ def fit(
         if recompute:
             for name in rows:
                 Moments(store, name, storage_options).delete()
-        _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, dev, progress, storage_options)
+        hold = scheduler is None  # the blocks run in this process: the pass's counts stay for them
+        _fill_moments(store, reader, rows, target, columns, ds.sizes[target], plan, hold, dev, progress,
+                      storage_options)
         Moments(store, "val", storage_options).group("a").attrs["val_models"] = val_models
         _check_data(Moments(store, "fit", storage_options), target, columns)
         if done is None:  # only now: a pass that fails on damaged data leaves no datamodels group
@@ -345,14 +347,16 @@ def _fill_moments(
     columns: slice,
     n_targets: int,
     plan: FitPlan,
+    hold: bool,
     device: Device,
     progress: bool,
     storage_options: dict | None,
 ) -> None:
     """Run the passes the persisted statistics still lack for these rows and targets: where the
-    fit rows grew (an experiment store), only the added rows are read."""
+    fit rows grew (an experiment store), only the added rows are read. With ``hold`` (and the
+    plan's room) counts computed afresh stay in memory for the solver."""
     wanted = list(range(columns.start // XTY_BLOCK, -(-columns.stop // XTY_BLOCK)))
-    pass_plan = PassPlan(plan.tile, plan.cache_masks, plan.target_blocks)
+    pass_plan = PassPlan(plan.tile, plan.cache_masks, plan.target_blocks, plan.hold_counts and hold)
     n_tiles = -(-reader.n_train // plan.tile)
     work, total = [], 0
     for name, positions in rows.items():

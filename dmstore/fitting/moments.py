@@ -38,10 +38,10 @@ rows already, and that part does not hold it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -198,28 +198,35 @@ class DeltaGram:
 
 
     @classmethod
+    def empty(cls, xsum: np.ndarray, n: int) -> DeltaGram:
+        """Room for the counts of ``n`` rows with column sums ``xsum``, filled by :meth:`place`
+        (pages untouched until then)."""
+        return cls(np.empty((xsum.size, xsum.size), dtype=np.int16), xsum, n)
+
+    def place(self, rows: slice, cols: slice, counts: np.ndarray) -> bool:
+        """Put the counts of the block ``rows x cols`` (on or above the diagonal) and its
+        transpose; False where a difference does not fit in int16."""
+        diff = counts - np.rint(independent_counts(self.xsum[rows], self.xsum[cols], self.n))
+        if np.abs(diff).max() > np.iinfo(np.int16).max:
+            return False
+        self.delta[rows, cols] = diff
+        self.delta[cols, rows] = self.delta[rows, cols].T
+        return True
+
+    @classmethod
     def load(cls, tile_file: tiles.TileFile, xsum: np.ndarray, n: int) -> DeltaGram | None:
         """Read each tile on or above the diagonal once (threads decode them); None where a
         difference does not fit in int16."""
-        size, tile = tile_file.size, tile_file.tile
-        delta = np.empty((size, size), dtype=np.int16)
+        gram, size, tile = cls.empty(xsum, n), tile_file.size, tile_file.tile
         pairs = [(i, j) for i in range(tile_file.n_tiles) for j in range(i, tile_file.n_tiles)]
 
         def place(pair: tuple[int, int]) -> bool:
             i, j = pair
             rows = slice(i * tile, min((i + 1) * tile, size))
-            cols = slice(j * tile, min((j + 1) * tile, size))
-            diff = tile_file.read_tile(i, j) - np.rint(independent_counts(xsum[rows], xsum[cols], n))
-            if np.abs(diff).max() > np.iinfo(np.int16).max:
-                return False
-            delta[rows, cols] = diff
-            delta[cols, rows] = delta[rows, cols].T
-            return True
+            return gram.place(rows, slice(j * tile, min((j + 1) * tile, size)), tile_file.read_tile(i, j))
 
         with ThreadPoolExecutor(tiles.READ_THREADS) as pool:
-            if not all(pool.map(place, pairs)):
-                return None
-        return cls(delta, xsum, n)
+            return gram if all(pool.map(place, pairs)) else None
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The counts of ``rows`` ``[len(rows), N]`` float32 (exact)."""
@@ -414,15 +421,36 @@ def _frozen(options: dict | None) -> str:
     return json.dumps(options or {}, sort_keys=True, default=str)
 
 
-@functools.lru_cache(maxsize=1)
+#: The counts this process holds in memory: one set, by store, group, rows digest and options.
+_HELD: dict[tuple[str, str, str, str], DeltaGram | None] = {}
+_HOLDING = threading.Lock()
+
+
 def _delta_gram(url: str, path: str, digest: str, options: str) -> DeltaGram | None:
-    """The counts of ``path`` in memory, loaded once per process (Dask workers included)."""
-    moments = Moments(url, path.removeprefix(f"{GROUP}/"), json.loads(options) or None)
+    """The counts of ``path`` in memory, loaded once per process (Dask workers included) unless
+    held already (:func:`hold_counts`)."""
+    key = (url, path, digest, options)
+    with _HOLDING:  # threads of one process load them once
+        if key not in _HELD:
+            _HELD.clear()  # one set at a time: the last one's memory goes first
+            moments = Moments(url, path.removeprefix(f"{GROUP}/"), json.loads(options) or None)
+            group = moments.group()
+            assert group is not None and group.attrs["rows"] == digest
+            _HELD[key] = DeltaGram.load(moments.tile_file(), moments.xsum(group), int(group.attrs["n"]))
+        return _HELD[key]
+
+
+def hold_counts(moments: Moments, gram: DeltaGram) -> None:
+    """Hold ``gram``, the counts just computed for ``moments``' complete statistics, in this
+    process: the solver then reads no tile back."""
     group = moments.group()
-    assert group is not None and group.attrs["rows"] == digest
-    return DeltaGram.load(moments.tile_file(), moments.xsum(group), int(group.attrs["n"]))
+    assert group is not None and group.attrs.get("complete")
+    with _HOLDING:
+        _HELD.clear()
+        _HELD[(moments.url, moments.path, group.attrs["rows"], _frozen(moments.storage_options))] = gram
 
 
 def release_counts() -> None:
-    """Free the counts held in memory by :func:`_delta_gram` (at the end of a fit)."""
-    _delta_gram.cache_clear()
+    """Free the counts held in memory (at the end of a fit)."""
+    with _HOLDING:
+        _HELD.clear()

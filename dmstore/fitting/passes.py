@@ -27,7 +27,7 @@ from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting.device import CPU, Device
-from dmstore.fitting.moments import XTY_BLOCK, Moments, rows_digest
+from dmstore.fitting.moments import XTY_BLOCK, DeltaGram, Moments, hold_counts, rows_digest
 from dmstore.fitting.reads import BandReader
 
 #: Non-finite margins named in the error.
@@ -39,11 +39,12 @@ MASK_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1
 @dataclass(frozen=True)
 class PassPlan:
     """How a pass uses memory: the tile size, whether the masks stay in memory, target blocks
-    per pass over the bands."""
+    per pass over the bands, whether the counts stay in memory for the solver."""
 
     tile: int
     cache_masks: bool
     target_blocks: int
+    hold_counts: bool = False
 
 
 def new_panel(start: int, stop: int, n_train: int, device: Device) -> Any:
@@ -93,7 +94,11 @@ def gram_pass(
     progress: Callable[[int], None],
     device: Device = CPU,
 ) -> None:
-    """Fill ``moments`` with the counts and column sums of the rows ``positions`` (resumable)."""
+    """Fill ``moments`` with the counts and column sums of the rows ``positions`` (resumable).
+
+    With ``plan.hold_counts`` a pass that computes every panel also keeps the counts in memory
+    (:class:`~dmstore.fitting.moments.DeltaGram`, :func:`~dmstore.fitting.moments.hold_counts`)
+    for the solver, which then reads no tile back."""
     digest = rows_digest(positions)
     if moments.is_complete(digest):
         return
@@ -104,6 +109,7 @@ def gram_pass(
     tile_file = moments.tile_file()
     tile, n_train = tile_file.tile, tile_file.size
     bands = mask_bands(reader, positions, plan.cache_masks)
+    held: DeltaGram | None = None  # from the first panel on
     for i in range(int(group.attrs["panels"]), tile_file.n_tiles):
         start, stop = i * tile, min((i + 1) * tile, n_train)
         panel = new_panel(start, stop, n_train, device)
@@ -115,10 +121,17 @@ def gram_pass(
             progress(masks.shape[0])
         if i == 0:
             group.create_array("xsum", data=xsum, chunks=(n_train,), dimension_names=("train",), overwrite=True)
+            held = DeltaGram.empty(xsum, positions.size) if plan.hold_counts else None
         for j in range(i, tile_file.n_tiles):
-            tile_file.write(i, j, device.get(panel[:, (j - i) * tile : (j - i + 1) * tile]))
+            counts = device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])
+            tile_file.write(i, j, counts)
+            cols = slice(j * tile, j * tile + counts.shape[1])
+            if held is not None and not held.place(slice(start, stop), cols, counts):
+                held = None  # a difference outside int16: the solver reads rows from the tiles
         group.attrs["panels"] = i + 1
     group.attrs["complete"] = True
+    if held is not None:
+        hold_counts(moments, held)
 
 
 def added_rows(moments: Moments, positions: np.ndarray) -> np.ndarray | None:

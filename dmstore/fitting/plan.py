@@ -7,7 +7,9 @@ examples:
 - pass: one panel of counts ``tile x N`` float32, one band of masks converted to float32
   (``shard_rows x N x 5``), the masks of the rows kept between panels when they fit
   (``rows x N`` bool; otherwise they are read again for each panel), and the target statistics
-  of ``target_blocks`` blocks (``N x 256`` float64 each, plus the band's margins);
+  of ``target_blocks`` blocks (``N x 256`` float64 each, plus the band's margins); where the
+  solver holds the counts in memory and they fit beside the pass, the pass fills them
+  (``hold_counts``) and the solver reads no tile back;
 - solver: the counts in memory as int16 differences when they fit beside the rest
   (``2 N^2``: 5 GB at N = 50,000; otherwise rows are read from the store as needed), the Gram
   rows of the working set (``cap x N`` float32), about ``8 x block x N`` float32 target arrays,
@@ -61,6 +63,7 @@ class FitPlan:
     solver_peak: int
     batch: int
     solvers: int = 1
+    hold_counts: bool = False
 
 
 def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool, target_blocks: int) -> int:
@@ -107,11 +110,15 @@ def plan_fit(
             "or lower --target-batch"
         )
     cache = pass_bytes(n_train, rows, shard_rows, tile, True, 1) <= memory
-    target_blocks = 1
-    while target_blocks < 64 and pass_bytes(n_train, rows, shard_rows, tile, cache, 2 * target_blocks) <= memory:
-        target_blocks *= 2
-    # the counts in memory when they leave room for a working set of a tenth of the features
+    # the counts in memory when they leave room for a working set of a tenth of the features; the
+    # pass keeps those it computes for the solver when they fit beside it
     cache_gram = solver_bytes(n_train, block, max(MIN_CAP, n_train // 10), True, val_rows) <= memory
+    gram = 2 * n_train * n_train
+    hold = cache_gram and pass_bytes(n_train, rows, shard_rows, tile, cache, 1) + gram <= memory
+    held = gram if hold else 0
+    target_blocks = 1
+    while target_blocks < 64 and pass_bytes(n_train, rows, shard_rows, tile, cache, 2 * target_blocks) + held <= memory:
+        target_blocks *= 2
     cap = largest_cap(n_train, block, memory, cache_gram, val_rows)
     dense = n_train <= DENSE_FEATURES and cap == n_train
     count = 1  # concurrent solvers: dense blocks are one batch
@@ -121,14 +128,14 @@ def plan_fit(
         count += 1
     cap = largest_cap(n_train, block, memory, cache_gram, val_rows, count)
     solver_peak = solver_bytes(n_train, block, cap, cache_gram, val_rows, count)
-    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks), solver_peak)
+    peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks) + held, solver_peak)
     batch = block  # targets solved together in this process: dense ones as many blocks as fit
     while dense and 2 * batch <= DENSE_TARGETS:
         if solver_bytes(n_train, 2 * batch, cap, cache_gram, val_rows) > memory:
             break
         batch *= 2
     peak = max(peak, solver_bytes(n_train, batch, cap, cache_gram, val_rows))
-    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak, solver_peak, batch, count)
+    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak, solver_peak, batch, count, hold)
 
 
 def largest_cap(n_train: int, block: int, memory: int, cache_gram: bool, val_rows: int, solvers: int = 1) -> int:
