@@ -128,7 +128,9 @@ def test_statistics_of_other_rows_are_recomputed_not_reused(tmp_path):
     )
 
 
-def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_them(tmp_path):
+@pytest.mark.parametrize("square", [DeltaGram.SQUARE, 5])  # 5: tiles of 16 placed in squares, edges partial
+def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_them(tmp_path, monkeypatch, square):
+    monkeypatch.setattr(DeltaGram, "SQUARE", square)
     path = str(tmp_path / "s.zarr")
     masks, _ = small_store(path, models=300, n_train=50)
     moments = Moments(path, "fit")
