@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from dmstore.errors import DmstoreError
 from dmstore.fitting import moments as moments_module
 from dmstore.fitting import tiles
+from dmstore.fitting.device import CPU
 from dmstore.fitting.moments import DeltaGram, Moments, Statistics, in_memory, release_counts, rows_digest
-from dmstore.fitting.passes import PassPlan, gram_pass, panel_product, target_pass
+from dmstore.fitting.passes import PassPlan, Scratch, gram_pass, new_panel, panel_product, target_pass
 from dmstore.fitting.reads import BandReader
 
 
@@ -58,13 +59,21 @@ def test_tiles_are_the_bytes_zarr_writes_and_zarr_reads_them(tmp_path, size, til
     seed=st.integers(0, 2**31),
 )
 def test_panel_product_adds_the_upper_panel_in_place(rows, n_train, start, width, seed):
+    """Into a fresh panel, and into panels and bands that reuse scratch memory holding garbage."""
     start = min(start, n_train - 1)
     stop = min(start + width, n_train)
     masks = np.random.default_rng(seed).random((rows, n_train)) < 0.5
+    x = masks.astype(np.int64)
     panel = np.ones((stop - start, n_train - start), dtype=np.float32, order="F")
     panel_product(panel, masks, start, stop)
-    x = masks.astype(np.int64)
     np.testing.assert_array_equal(panel, 1 + x[:, start:stop].T @ x[:, start:])
+    scratch = Scratch.of(stop - start, n_train, rows)
+    scratch.panel.fill(np.nan), scratch.band.fill(np.nan)
+    reused = new_panel(start, stop, n_train, CPU, scratch)
+    panel_product(reused, masks, start, stop, CPU, scratch)
+    panel_product(reused, masks, start, stop, CPU, scratch)
+    assert reused.flags.f_contiguous and np.shares_memory(reused, scratch.panel)
+    np.testing.assert_array_equal(reused, 2 * (x[:, start:stop].T @ x[:, start:]))
 
 
 @pytest.mark.parametrize("cache", [True, False])

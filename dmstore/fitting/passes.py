@@ -47,22 +47,49 @@ class PassPlan:
     hold_counts: bool = False
 
 
-def new_panel(start: int, stop: int, n_train: int, device: Device) -> Any:
+@dataclass(frozen=True)
+class Scratch:
+    """Host memory the panel products use again from band to band and panel to panel: fresh
+    memory costs a page fault per 4 KiB on its first touch (with transparent huge pages, a
+    compaction stall), about 50 GB of it over a CIFAR-10-width pass otherwise."""
+
+    panel: np.ndarray  # float32, room for a panel of ``tile x N``
+    band: np.ndarray  # float32, room for a band of masks and its left part, ``rows x (N + tile)``
+
+    @classmethod
+    def of(cls, tile: int, n_train: int, band_rows: int) -> Scratch:
+        return cls(np.empty(tile * n_train, np.float32), np.empty(band_rows * (n_train + tile), np.float32))
+
+
+def new_panel(start: int, stop: int, n_train: int, device: Device, scratch: Scratch | None = None) -> Any:
     """A zero panel ``[stop - start, N - start]`` float32 on ``device`` (Fortran order on the CPU:
-    sgemm's ``c``)."""
-    if device.xp is np:
-        return np.zeros((stop - start, n_train - start), dtype=np.float32, order="F")
-    return device.xp.zeros((stop - start, n_train - start), dtype=device.xp.float32, device=device.where)
+    sgemm's ``c``; in ``scratch`` where given)."""
+    shape = (stop - start, n_train - start)
+    if device.xp is not np:
+        return device.xp.zeros(shape, dtype=device.xp.float32, device=device.where)
+    if scratch is None:
+        return np.zeros(shape, dtype=np.float32, order="F")
+    panel = scratch.panel[: shape[0] * shape[1]].reshape(shape, order="F")
+    panel.fill(0)
+    return panel
 
 
-def panel_product(panel: Any, masks: np.ndarray, start: int, stop: int, device: Device = CPU) -> None:
-    """Add ``X[:, start:stop]^T X[:, start:]`` of a band of masks (host) into ``panel`` in place."""
+def panel_product(
+    panel: Any, masks: np.ndarray, start: int, stop: int, device: Device = CPU, scratch: Scratch | None = None
+) -> None:
+    """Add ``X[:, start:stop]^T X[:, start:]`` of a band of masks (host) into ``panel`` in place
+    (the band converted to float32 in ``scratch`` where given)."""
     if device.xp is not np:
         right = device.put(masks[:, start:], np.float32)
         panel += right[:, : stop - start].T @ right
         return
-    right = masks[:, start:].astype(np.float32)  # [rows, N - start], C order
-    left = np.ascontiguousarray(right[:, : stop - start])
+    rows, width, height = masks.shape[0], masks.shape[1] - start, stop - start
+    if scratch is None or scratch.band.size < rows * (width + height):
+        scratch = Scratch(np.empty(0, np.float32), np.empty(rows * (width + height), np.float32))
+    right = scratch.band[: rows * width].reshape(rows, width)  # [rows, N - start], C order
+    np.copyto(right, masks[:, start:])
+    left = scratch.band[rows * width : rows * (width + height)].reshape(rows, height)
+    np.copyto(left, right[:, :height])
     out = sgemm(1.0, left.T, right.T, beta=1.0, c=panel, trans_b=1, overwrite_c=1)
     if out is not panel:  # scipy copies c it cannot update in place: never silently lose a band
         panel[...] = out
@@ -110,12 +137,13 @@ def gram_pass(
     tile, n_train = tile_file.tile, tile_file.size
     bands = mask_bands(reader, positions, plan.cache_masks)
     held: DeltaGram | None = None  # from the first panel on
+    scratch = Scratch.of(tile, n_train, reader.shard_rows) if device.xp is np else None
     for i in range(int(group.attrs["panels"]), tile_file.n_tiles):
         start, stop = i * tile, min((i + 1) * tile, n_train)
-        panel = new_panel(start, stop, n_train, device)
+        panel = new_panel(start, stop, n_train, device, scratch)
         xsum = np.zeros(n_train)
         for masks in bands():
-            panel_product(panel, masks, start, stop, device)
+            panel_product(panel, masks, start, stop, device, scratch)
             if i == 0:
                 xsum += masks.sum(axis=0)
             progress(masks.shape[0])
@@ -194,11 +222,12 @@ def grow_pass(
     bands = mask_bands(reader, added, plan.cache_masks)
     tile_file = moments.tile_file()
     tile, n_train = tile_file.tile, tile_file.size
+    scratch = Scratch.of(tile, n_train, reader.shard_rows) if device.xp is np else None
     for i in range(int(state["panels"]), tile_file.n_tiles):
         start, stop = i * tile, min((i + 1) * tile, n_train)
-        panel = new_panel(start, stop, n_train, device)
+        panel = new_panel(start, stop, n_train, device, scratch)
         for masks in bands():
-            panel_product(panel, masks, start, stop, device)
+            panel_product(panel, masks, start, stop, device, scratch)
             progress(masks.shape[0])
         for j in range(i, tile_file.n_tiles):
             delta = device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])

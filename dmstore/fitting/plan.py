@@ -5,7 +5,7 @@ solver that walks the path of one target block at a time. Their peaks, in bytes,
 examples:
 
 - pass: one panel of counts ``tile x N`` float32, one band of masks converted to float32
-  (``shard_rows x N x 5``), the masks of the rows kept between panels when they fit
+  (``shard_rows x (N x 5 + tile x 4)``), the masks of the rows kept between panels when they fit
   (``rows x N`` bool; otherwise they are read again for each panel), and the target statistics
   of ``target_blocks`` blocks (``N x 256`` float64 each, plus the band's margins); where the
   solver holds the counts in memory and they fit beside the pass, the pass fills them
@@ -69,7 +69,7 @@ class FitPlan:
 def pass_bytes(n_train: int, rows: int, shard_rows: int, tile: int, cache: bool, target_blocks: int) -> int:
     """Peak bytes of a pass (see the module docstring)."""
     panel = 4 * tile * n_train
-    band = 5 * shard_rows * n_train
+    band = shard_rows * (5 * n_train + 4 * tile)  # the masks, as float32, and their left part
     masks = rows * n_train if cache else 0
     targets = target_blocks * XTY_TARGETS * (8 * n_train + 10 * shard_rows)
     return BASE + max(panel + band + masks, band + targets)
