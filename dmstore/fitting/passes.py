@@ -17,7 +17,9 @@ target statistics leave through its ``get``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from scipy.linalg.blas import sgemm
 from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
+from dmstore.fitting import tiles
 from dmstore.fitting.device import CPU, Device
 from dmstore.fitting.moments import XTY_BLOCK, DeltaGram, Moments, hold_counts, rows_digest
 from dmstore.fitting.reads import BandReader
@@ -150,16 +153,28 @@ def gram_pass(
         if i == 0:
             group.create_array("xsum", data=xsum, chunks=(n_train,), dimension_names=("train",), overwrite=True)
             held = DeltaGram.empty(xsum, positions.size) if plan.hold_counts else None
-        for j in range(i, tile_file.n_tiles):
-            counts = device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])
-            tile_file.write(i, j, counts)
-            cols = slice(j * tile, j * tile + counts.shape[1])
-            if held is not None and not held.place(slice(start, stop), cols, counts):
-                held = None  # a difference outside int16: the solver reads rows from the tiles
+        if not write_panel(tile_file, i, panel, device, held):
+            held = None  # a difference outside int16: the solver reads rows from the tiles
         group.attrs["panels"] = i + 1
     group.attrs["complete"] = True
     if held is not None:
         hold_counts(moments, held)
+
+
+def write_panel(tile_file: tiles.TileFile, i: int, panel: Any, device: Device, held: DeltaGram | None) -> bool:
+    """Write the tiles of panel ``i`` (rows ``i * tile`` on, columns from there), on threads (their
+    encoding and copies release the GIL), and place them in ``held``; False where one does not
+    fit in int16 there."""
+    tile = tile_file.tile
+    rows = slice(i * tile, i * tile + panel.shape[0])
+
+    def finish(j: int) -> bool:
+        counts = device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])
+        tile_file.write(i, j, counts)
+        return held is None or held.place(rows, slice(j * tile, j * tile + counts.shape[1]), counts)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return all(pool.map(finish, range(i, tile_file.n_tiles)))
 
 
 def added_rows(moments: Moments, positions: np.ndarray) -> np.ndarray | None:
