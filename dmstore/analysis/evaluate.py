@@ -4,13 +4,15 @@ ceiling; bootstrap intervals over evaluation masks and over targets (:mod:`dmsto
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.distributed import as_completed
+from dask.distributed import Client, as_completed
 from tqdm.auto import tqdm
 
 from dmstore.analysis import lds, plots
@@ -36,6 +38,37 @@ def target_batch(n_eval: int, n_train: int, memory: int = MEMORY) -> int:
     """Targets scored at once: their float32 weights (``4 x n_train`` bytes each) and their
     gathered margins (``BYTES_PER_CELL x n_eval``) fit in ``memory`` bytes (at least one target)."""
     return max(1, memory // (4 * n_train + BYTES_PER_CELL * n_eval))
+
+
+@contextmanager
+def evaluation_client(
+    store: Any,
+    target: str = "test",
+    scheduler: Any = None,
+    *,
+    memory: int = MEMORY,
+    max_memory: int | str = "2GB",
+    storage_options: dict | None = None,
+) -> Iterator[Client]:
+    """The Dask client :func:`evaluate` would use to score ``target`` on the store (same
+    arguments): pass it as ``scheduler`` to several evaluations to start one local cluster for all."""
+    with _client(open_store(store, storage_options=storage_options), target, scheduler, memory, max_memory) as client:
+        yield client
+
+
+def _client(ds: xr.Dataset, target: str, scheduler: Any, memory: int, max_memory: int | str) -> Any:
+    """:func:`budget_client` for scoring ``target`` of ``ds``: each worker holds one prediction
+    task (a band of evaluation masks, a chunk of weights, a band of margins)."""
+    bands = model_bands(ds, "eval")
+    n_train = ds.sizes["train"]
+    task = band_bytes(ds, ["train_masks"], bands) + 4 * (TARGET_CHUNK + SUB_BAND) * n_train
+    task += max(map(band_size, bands)) * 2 * max(ds[f"{target}_margins"].data.chunks[1])  # a band of margins
+    return budget_client(
+        scheduler,
+        parse_budget(max_memory),
+        driver=DRIVER_BYTES + memory,
+        worker=WORKER_BYTES + int(TASK_MEMORY_FACTOR * task),
+    )
 
 
 def evaluation_group(target: str, name: str | None = None) -> str:
@@ -160,15 +193,8 @@ def evaluate(
     starts = range(0, len(targets), batch)
     per_target: dict[str, list[np.ndarray]] = {}
     resampled: dict[str, np.ndarray] = {}  # per resample of the masks: sum and count of Spearman
-    task = band_bytes(ds, ["train_masks"], bands) + 4 * (TARGET_CHUNK + SUB_BAND) * n_train
-    task += max(map(band_size, bands)) * 2 * max(ds[margins_name].data.chunks[1])  # a band of margins
     with (
-        budget_client(
-            scheduler,
-            parse_budget(max_memory),
-            driver=DRIVER_BYTES + memory,
-            worker=WORKER_BYTES + int(TASK_MEMORY_FACTOR * task),
-        ) as client,
+        _client(ds, target, scheduler, memory, max_memory) as client,
         tqdm(total=len(starts) * len(bands), desc=f"evaluate {scored}", unit="band", disable=not progress) as bar,
     ):
         digests = masks.rechunk({1: -1}).map_blocks(lds.mask_digests, chunks=(masks.chunks[0], (1,)), dtype=np.uint64)

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from dmstore.analysis import plots
-from dmstore.analysis.evaluate import evaluate
+from dmstore.analysis.evaluate import evaluate, evaluation_client
 from dmstore.errors import DmstoreError
 from dmstore.fitting.fit import fit
 from dmstore.io.dataset import open as open_store
@@ -56,16 +56,17 @@ def learning_curve(
     if sizes[-1] > n_fit or sizes[0] < 3:
         raise DmstoreError(f"learning-curve sizes must be within 3..{n_fit} (the store's fit models): got {sizes}")
     rows: dict[str, list[float]] = {}
-    for size in sizes:
-        fit(store, target, targets=targets, models=size, overwrite=True, scheduler=scheduler, progress=progress,
-            **fit_options)
-        attrs = evaluate(store, target, scheduler=scheduler, write=False, progress=progress).attrs
-        point = {"lds": attrs["lds"], "lds_low": attrs["lds_interval_models"][0],
-                 "lds_high": attrs["lds_interval_models"][1]}
-        if "lds_averaged" in attrs:
-            point |= {"lds_averaged": attrs["lds_averaged"], "noise_ceiling": attrs["noise_ceiling"]}
-        for key, value in point.items():
-            rows.setdefault(key, []).append(value)
+    with evaluation_client(store, target, scheduler) as client:  # one cluster scores every size
+        for size in sizes:
+            fit(store, target, targets=targets, models=size, overwrite=True, scheduler=scheduler, progress=progress,
+                **fit_options)
+            attrs = evaluate(store, target, scheduler=client, write=False, progress=progress).attrs
+            point = {"lds": attrs["lds"], "lds_low": attrs["lds_interval_models"][0],
+                     "lds_high": attrs["lds_interval_models"][1]}
+            if "lds_averaged" in attrs:
+                point |= {"lds_averaged": attrs["lds_averaged"], "noise_ceiling": attrs["noise_ceiling"]}
+            for key, value in point.items():
+                rows.setdefault(key, []).append(value)
     result = xr.Dataset(
         {key: ("models", np.array(values)) for key, values in rows.items()},
         coords={"models": sizes},
