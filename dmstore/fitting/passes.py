@@ -54,7 +54,7 @@ class PassPlan:
 class Scratch:
     """Host memory the panel products use again from band to band and panel to panel: fresh
     memory costs a page fault per 4 KiB on its first touch (with transparent huge pages, a
-    compaction stall), about 50 GB of it over a CIFAR-10-width pass otherwise."""
+    compaction stall), about 33 GB of it over a CIFAR-10-width pass otherwise."""
 
     panel: np.ndarray  # float32, room for a panel of ``tile x N``
     band: np.ndarray  # float32, room for a band of masks and its left part, ``rows x (N + tile)``
