@@ -88,7 +88,9 @@ def store_lock(dest: str, name: str, what: str, storage_options: dict | None = N
         lock = {"host": host, "pid": os.getpid(), "token": token, "what": what, "heartbeat": time.time()}
         return json.dumps(lock).encode()
 
-    if not create_exclusive(fs, path, body()):
+    # read back: a store whose conditional PUT is not atomic (moto's server under load) can let two
+    # creates through, and then only the last one's token is there
+    if not create_exclusive(fs, path, body()) or not _created_by(fs, path, token):
         raise DmstoreError(f"{dest} is busy: another dmstore run took its lock at the same moment; try again later")
     others = {g: p for g, p in _generations(fs, folder, name).items() if g != top + 1}
     if any(_live(fs, p, host) for p in others.values()):  # one that started with us may have gone on
