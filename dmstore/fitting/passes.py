@@ -87,11 +87,11 @@ def panel_product(
         panel += right[:, : stop - start].T @ right
         return
     rows, width, height = masks.shape[0], masks.shape[1] - start, stop - start
-    if scratch is None or scratch.band.size < rows * (width + height):
-        scratch = Scratch(np.empty(0, np.float32), np.empty(rows * (width + height), np.float32))
-    right = scratch.band[: rows * width].reshape(rows, width)  # [rows, N - start], C order
+    need = rows * (width + height)
+    band = scratch.band if scratch is not None and scratch.band.size >= need else np.empty(need, np.float32)
+    right = band[: rows * width].reshape(rows, width)  # [rows, N - start], C order
     np.copyto(right, masks[:, start:])
-    left = scratch.band[rows * width : rows * (width + height)].reshape(rows, height)
+    left = band[rows * width : need].reshape(rows, height)
     np.copyto(left, right[:, :height])
     out = sgemm(1.0, left.T, right.T, beta=1.0, c=panel, trans_b=1, overwrite_c=1)
     if out is not panel:  # scipy copies c it cannot update in place: never silently lose a band

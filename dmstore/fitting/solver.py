@@ -206,18 +206,15 @@ class WorkingSet:
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep only the features ``mask`` (host) selects (by position in the set), in order;
-        their rows move up in place, a run of consecutive rows at a time (no copy of the set)."""
+        their rows move up in place, one at a time (no copy of the set)."""
         xp, kept = self.device.xp, np.flatnonzero(mask)
         self.member[self.features[~mask]] = False
         self.features = self.features[mask]
         self.index = self.device.put(self.features)
-        breaks = np.flatnonzero(np.diff(kept) != 1) + 1
-        for run, first in zip(np.split(kept, breaks), np.concatenate([[0], breaks]).tolist()):
-            up = int(run[0]) - first
-            for at in range(0, run.size if up else 0, up or 1):  # pieces whose source and target do not overlap
-                stop = min(at + up, run.size)
-                for array in (self.rows, self.columns):
-                    array[first + at : first + stop, :] = array[first + at + up : first + stop + up, :]
+        for target, source in enumerate(kept.tolist()):  # a row moves only up: no source is overwritten first
+            if target != source:
+                self.rows[target, :] = self.rows[source, :]
+                self.columns[target, :] = self.columns[source, :]
         index = self.device.put(kept)
         self.gram = xp.take(xp.take(self.gram, index, axis=0), index, axis=1)
         self._lipschitz = (-1, 1.0)
