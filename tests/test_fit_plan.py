@@ -74,7 +74,9 @@ def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(
     assert plan.cache_gram or not plan.hold_counts  # the pass holds counts only for a solver that keeps them
     assert plan.solver_peak == solver_bytes(n_train, block, plan.cap, plan.cache_gram, val, plan.solvers)
     bigger = plan_fit(n_train, rows, 2048, block, 2 * memory, val, solvers)
-    assert bigger.cap >= plan.cap and bigger.target_blocks >= plan.target_blocks
+    assert bigger.cap >= plan.cap
+    # more target blocks per pass, except where the bigger budget first holds the counts (2 N^2 of its room)
+    assert bigger.target_blocks >= plan.target_blocks or (bigger.hold_counts and not plan.hold_counts)
     assert bigger.cache_gram >= plan.cache_gram and bigger.cache_masks >= plan.cache_masks
 
 
