@@ -142,9 +142,12 @@ def largest_cap(n_train: int, block: int, memory: int, cache_gram: bool, val_row
     """The largest working set (a power of two times ``MIN_CAP``, or ``n_train``) of each of
     ``solvers`` that ``memory`` holds (``MIN_CAP`` where none does)."""
     cap = min(MIN_CAP, n_train)
-    while cap < n_train and solver_bytes(n_train, block, 2 * cap, cache_gram, val_rows, solvers) <= memory:
-        cap *= 2
-    return min(cap, n_train)
+    while cap < n_train:
+        larger = min(2 * cap, n_train)
+        if solver_bytes(n_train, block, larger, cache_gram, val_rows, solvers) > memory:
+            break
+        cap = larger
+    return cap
 
 
 def solver_floor(n_train: int, block: int, val_rows: int = 0) -> int:
