@@ -8,8 +8,9 @@ process, sampling the resident memory of the whole process tree every 20 ms (ben
 
 1. ``fit``: ``dmstore fit STORE --targets 0:T`` (defaults), then whether the planted supports
    were recovered;
-2. ``floor``: a bare float32 ``X.T @ X`` of the same fit masks in numpy, in memory (the floor of
-   any Gram method; timed on half the columns and scaled by 4: numpy crashes on the full size);
+2. ``floor``: a bare float32 ``X.T @ X`` of the same fit masks in numpy, in memory (what a user
+   would write; timed on half the columns and scaled by 4: numpy crashes on the full size), and
+   the same with torch's int8 GEMM (the fastest Gram of 0/1 masks on an AMX CPU);
 3. ``skglm``: skglm's ``Lasso`` on the same standardised masks (in memory), walking the same
    ``lam`` grid warm-started down to the ``lam`` dmstore chose, for ``--skglm-targets`` targets;
 4. ``refit``: ``dmstore fit`` again on ``--refit-targets`` targets with ``--lambdas 50
@@ -67,18 +68,24 @@ def make_source(
 
 
 def floor(store: Path, models: int, n_train: int, out: Path) -> dict:
-    """Time a bare float32 ``X.T @ X`` of the fit masks in a fresh process. numpy's ``X.T @ X``
-    (OpenBLAS syrk) crashes with a 10 GB result at N = 50,000 on this machine, so it is timed on
-    the first half of the columns and scaled by 4 (its work is ``n N^2``)."""
+    """Time a bare float32 ``X.T @ X`` of the fit masks in a fresh process (what a user would
+    write), and the same product with torch's int8 GEMM (the fastest Gram of 0/1 masks on this
+    CPU, AMX; the one dmstore's pass uses). numpy's ``X.T @ X`` (OpenBLAS syrk) crashes with a
+    10 GB result at N = 50,000 on this machine, so both are timed on the first half of the
+    columns and scaled by 4 (the work is ``n N^2``; int8 computes the whole square, not half)."""
     half = n_train // 2
     code = (
-        "import time, zarr, numpy as np; "
-        f"x = zarr.open_group('{store}', mode='r')['train_masks'][:{models}, :{half}].astype(np.float32); "
-        "t = time.perf_counter(); g = x.T @ x; print(time.perf_counter() - t)"
+        "import time, zarr, numpy as np, torch; "
+        f"m = zarr.open_group('{store}', mode='r')['train_masks'][:{models}, :{half}]; "
+        "x = m.astype(np.float32); t = time.perf_counter(); g = x.T @ x; print(time.perf_counter() - t); "
+        "del x, g; xi = torch.from_numpy(m.view(np.int8)); "
+        "t = time.perf_counter(); g = torch._int_mm(xi.T, xi); print(time.perf_counter() - t)"
     )
     result = measure([sys.executable, "-c", code], out / "floor.log")
-    result["half_width_seconds"] = float((out / "floor.log").read_text().split()[-1])
-    result["gemm_seconds"] = round(4 * result["half_width_seconds"], 1)
+    float32, int8 = map(float, (out / "floor.log").read_text().split()[-2:])
+    result["half_width_seconds"] = float32
+    result["gemm_seconds"] = round(4 * float32, 1)
+    result["int8_gemm_seconds"] = round(4 * int8, 1)
     return result
 
 
@@ -159,6 +166,7 @@ def main() -> None:
         results["refit_other_lambdas"]["log"] = (out / "refit.log").read_text().splitlines()[0]
     if "fit" in results and "floor_xtx" in results:
         results["fit_over_floor"] = round(results["fit"]["seconds"] / results["floor_xtx"]["gemm_seconds"], 2)
+        results["fit_over_int8_floor"] = round(results["fit"]["seconds"] / results["floor_xtx"]["int8_gemm_seconds"], 2)
     if "fit" in results and "skglm" in results:
         per_target = results["fit"]["seconds"] / args.targets
         results["skglm_over_dmstore_per_target"] = round(results["skglm"]["seconds_per_target"] / per_target, 1)

@@ -1,18 +1,21 @@
 """The passes over the masks that fill ``moments/{rows}`` (see :mod:`dmstore.fitting.moments`).
 
 The counts ``X^T X`` are built one tile row (a *panel* of ``tile`` train examples) at a time:
-for each band of model rows, one float32 GEMM adds ``X[:, panel]^T X[:, panel start:]`` into the
-panel in place (``sgemm`` with ``beta = 1``), so only the upper triangle is computed (the work of
-numpy's ``X.T @ X``, at GEMM speed) and no ``N x N`` array is ever held: each finished panel is
-written as whole tiles, each tile also as its transpose below the diagonal, then recorded; an
-interrupted pass resumes at the first panel not recorded. The masks of the rows are kept in memory
-between panels when the plan allows, and read again for each panel otherwise. The target
-statistics ``X^T Y`` follow in a second pass over the bands, for the target blocks not yet written.
-Products of 0/1 masks in float32 are exact integers up to 2^24 models. The validation rows keep
-their masks instead of counts (:func:`mask_pass`). The products run on a
-:class:`~dmstore.fitting.device.Device` (numpy's in-place ``sgemm`` on the CPU, the namespace's
-``matmul`` elsewhere: CuPy on a GPU); the bands enter through its ``put`` and the finished tiles and
-target statistics leave through its ``get``.
+the products of the masks add ``X[:, panel]^T X[:, panel start:]`` into the panel, so only the
+upper triangle is computed (the work of numpy's ``X.T @ X``) and no ``N x N`` array is ever held:
+each finished panel is written as whole tiles, each tile also as its transpose below the
+diagonal, then recorded; an interrupted pass resumes at the first panel not recorded. The masks of
+the rows are kept in memory between panels when the plan allows (one ``rows x N`` bool array),
+and read again band by band for each panel otherwise. The target statistics ``X^T Y`` follow in a
+second pass over the bands, for the target blocks not yet written. The validation rows keep their
+masks instead of counts (:func:`mask_pass`).
+
+The products run on a :class:`~dmstore.fitting.device.Device`. On the CPU they are torch's int8
+GEMM with int32 accumulation where it is available (:func:`~dmstore.fitting.device.int8_matmul`:
+the bool masks viewed as int8, no conversion, exact up to 2^31 models; on the kept masks one
+product per panel column chunk), and numpy's in-place float32 ``sgemm`` (``beta = 1``) otherwise
+(exact up to 2^24 models); elsewhere the namespace's ``matmul`` (CuPy on a GPU). The bands enter
+through the device's ``put`` and the finished tiles and target statistics leave through its ``get``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.linalg.blas import sgemm
@@ -29,7 +32,7 @@ from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
-from dmstore.fitting.device import CPU, Device
+from dmstore.fitting.device import CPU, Device, Int8Matmul, int8_matmul
 from dmstore.fitting.moments import XTY_BLOCK, DeltaGram, Moments, hold_counts, rows_digest
 from dmstore.fitting.reads import BandReader
 
@@ -37,6 +40,8 @@ from dmstore.fitting.reads import BandReader
 BAD_REPORTED = 3
 #: The store's codec for masks (bitshuffle: 8x on random subsets).
 MASK_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1)
+#: Columns of a panel one int8 product computes before it is added in (``tile x CHUNK`` int32).
+CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -56,23 +61,34 @@ class Scratch:
     memory costs a page fault per 4 KiB on its first touch (with transparent huge pages, a
     compaction stall), about 33 GB of it over a CIFAR-10-width pass otherwise."""
 
-    panel: np.ndarray  # float32, room for a panel of ``tile x N``
+    panel: np.ndarray  # 4-byte items, room for a panel of ``tile x N``
     band: np.ndarray  # float32, room for a band of masks and its left part, ``rows x (N + tile)``
+    product: np.ndarray  # int32, room for ``tile x CHUNK`` (int8 products)
 
     @classmethod
     def of(cls, tile: int, n_train: int, band_rows: int) -> Scratch:
-        return cls(np.empty(tile * n_train, np.float32), np.empty(band_rows * (n_train + tile), np.float32))
+        """Room for panels of ``tile`` rows (only what a product touches becomes resident)."""
+        band = np.empty(band_rows * (n_train + tile), np.float32)
+        return cls(np.empty(tile * n_train, np.float32), band, np.empty(tile * CHUNK, np.int32))
+
+
+def mask_matmul(device: Device) -> Int8Matmul | None:
+    """The int8 product the mask products on ``device`` use, or None (float32)."""
+    return int8_matmul() if device.xp is np and device.int8 else None
 
 
 def new_panel(start: int, stop: int, n_train: int, device: Device, scratch: Scratch | None = None) -> Any:
-    """A zero panel ``[stop - start, N - start]`` float32 on ``device`` (Fortran order on the CPU:
-    sgemm's ``c``; in ``scratch`` where given)."""
+    """A zero panel ``[stop - start, N - start]`` on ``device`` (on the CPU: int32 for int8
+    products, float32 in Fortran order for sgemm's ``c``; in ``scratch`` where given)."""
     shape = (stop - start, n_train - start)
     if device.xp is not np:
         return device.xp.zeros(shape, dtype=device.xp.float32, device=device.where)
+    int8 = mask_matmul(device) is not None
+    dtype = np.dtype(np.int32 if int8 else np.float32)
+    order: Literal["C", "F"] = "C" if int8 else "F"
     if scratch is None:
-        return np.zeros(shape, dtype=np.float32, order="F")
-    panel = scratch.panel[: shape[0] * shape[1]].reshape(shape, order="F")
+        return np.zeros(shape, dtype=dtype, order=order)
+    panel = scratch.panel.view(dtype)[: shape[0] * shape[1]].reshape(shape, order=order)
     panel.fill(0)
     return panel
 
@@ -80,13 +96,25 @@ def new_panel(start: int, stop: int, n_train: int, device: Device, scratch: Scra
 def panel_product(
     panel: Any, masks: np.ndarray, start: int, stop: int, device: Device = CPU, scratch: Scratch | None = None
 ) -> None:
-    """Add ``X[:, start:stop]^T X[:, start:]`` of a band of masks (host) into ``panel`` in place
-    (the band converted to float32 in ``scratch`` where given)."""
+    """Add ``X[:, start:stop]^T X[:, start:]`` of a band of masks (host, bool) into ``panel`` (of
+    :func:`new_panel`) in place (the products' scratch memory in ``scratch`` where given)."""
     if device.xp is not np:
         right = device.put(masks[:, start:], np.float32)
         panel += right[:, : stop - start].T @ right
         return
     rows, width, height = masks.shape[0], masks.shape[1] - start, stop - start
+    matmul = mask_matmul(device)
+    if matmul is not None:  # the bool masks as int8, chunk by chunk of columns
+        left, right = masks[:, start:stop].view(np.int8).T, masks[:, start:].view(np.int8)
+        chunk = min(CHUNK, width)
+        room = scratch.product if scratch is not None and scratch.product.size >= height * chunk else None
+        product = (np.empty(height * chunk, np.int32) if room is None else room)[: height * chunk]
+        for first in range(0, width, chunk):
+            last = min(first + chunk, width)
+            out = product[: height * (last - first)].reshape(height, last - first)
+            matmul(left, right[:, first:last], out)
+            panel[:, first:last] += out
+        return
     need = rows * (width + height)
     band = scratch.band if scratch is not None and scratch.band.size >= need else np.empty(need, np.float32)
     right = band[: rows * width].reshape(rows, width)  # [rows, N - start], C order
@@ -98,20 +126,26 @@ def panel_product(
         panel[...] = out
 
 
-def mask_bands(reader: BandReader, positions: np.ndarray, keep: bool) -> Callable[[], Iterator[np.ndarray]]:
-    """Iterations over the mask bands of ``positions``: read once and kept in memory (``keep``),
-    or read again each time."""
-    cache: dict[int, np.ndarray] = {}
+def mask_bands(
+    reader: BandReader, positions: np.ndarray, keep: bool, whole: bool = False
+) -> Callable[[], Iterator[np.ndarray]]:
+    """Iterations over the mask bands of ``positions``: read again each time, or read once into
+    one ``rows x N`` array kept in memory (``keep``) and given as bands of the store's shard rows,
+    or ``whole`` as one band."""
+    kept: list[np.ndarray] = []
 
     def bands() -> Iterator[np.ndarray]:
-        for i, band in enumerate(reader.bands(positions)):
-            if i not in cache:
-                masks = reader.masks(band)
-                if not keep:
-                    yield masks
-                    continue
-                cache[i] = masks
-            yield cache[i]
+        if not keep:
+            yield from (reader.masks(band) for band in reader.bands(positions))
+            return
+        if not kept:
+            kept.append(np.empty((positions.size, reader.n_train), dtype=bool))
+            row = 0
+            for band in reader.bands(positions):
+                kept[0][row : row + band.size] = reader.masks(band)
+                row += band.size
+        step = positions.size if whole else reader.shard_rows
+        yield from (kept[0][row : row + step] for row in range(0, positions.size, step))
 
     return bands
 
@@ -138,7 +172,7 @@ def gram_pass(
     assert group is not None
     tile_file = moments.tile_file()
     tile, n_train = tile_file.tile, tile_file.size
-    bands = mask_bands(reader, positions, plan.cache_masks)
+    bands = mask_bands(reader, positions, plan.cache_masks, mask_matmul(device) is not None)
     held: DeltaGram | None = None  # from the first panel on
     scratch = Scratch.of(tile, n_train, reader.shard_rows) if device.xp is np else None
     for i in range(int(group.attrs["panels"]), tile_file.n_tiles):
@@ -169,12 +203,17 @@ def write_panel(tile_file: tiles.TileFile, i: int, panel: Any, device: Device, h
     rows = slice(i * tile, i * tile + panel.shape[0])
 
     def finish(j: int) -> bool:
-        counts = device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])
+        counts = panel_tile(panel, i, j, tile, device)
         tile_file.write(i, j, counts)
         return held is None or held.place(rows, slice(j * tile, j * tile + counts.shape[1]), counts)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         return all(pool.map(finish, range(i, tile_file.n_tiles)))
+
+
+def panel_tile(panel: Any, i: int, j: int, tile: int, device: Device) -> np.ndarray:
+    """Tile ``(i, j)`` of panel ``i``: float32 on the host."""
+    return np.asarray(device.get(panel[:, (j - i) * tile : (j - i + 1) * tile]), dtype=np.float32)
 
 
 def added_rows(moments: Moments, positions: np.ndarray) -> np.ndarray | None:
@@ -234,7 +273,7 @@ def grow_pass(
         group.attrs.update(adding=state, complete=False)
     state = dict(group.attrs["adding"])
     added = group[f"parts/{state['part']}/positions"][:]
-    bands = mask_bands(reader, added, plan.cache_masks)
+    bands = mask_bands(reader, added, plan.cache_masks, mask_matmul(device) is not None)
     tile_file = moments.tile_file()
     tile, n_train = tile_file.tile, tile_file.size
     scratch = Scratch.of(tile, n_train, reader.shard_rows) if device.xp is np else None
@@ -245,7 +284,7 @@ def grow_pass(
             panel_product(panel, masks, start, stop, device, scratch)
             progress(masks.shape[0])
         for j in range(i, tile_file.n_tiles):
-            delta = device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])
+            delta = panel_tile(panel, i, j, tile, device)
             current = tile_file.read_tile(i, j)
             now, change = float(current.sum(dtype=np.float64)), float(delta.sum(dtype=np.float64))
             key = f"{i},{j}"

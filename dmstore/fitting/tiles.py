@@ -29,9 +29,10 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from dmstore.errors import DmstoreError
 from dmstore.io.shard import blosc, with_crc32c
 
-#: Bitshuffled counts compress 3.2x at 2 GB/s (byte shuffle: 3.6x at 0.9 GB/s), measured on
-#: 2,048-model counts: the pass writes 10 GB at CIFAR-10 width, so speed wins.
-TILE_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=4, blocksize=2**18)
+#: Bitshuffled lz4: on one tile of 18,000-model counts (rows of 4,096) it encodes in 0.05 s and
+#: decodes in 0.05 s at 3.43x, against zstd level 1's 0.16 s, 0.13 s and 3.58x (one core): the
+#: pass writes 10 GB at CIFAR-10 width and a solver without the counts in memory reads rows back.
+TILE_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=4, blocksize=2**18)
 #: Threads that fetch and decode tiles while gathering rows.
 READ_THREADS = 4
 EMPTY = np.iinfo(np.uint64).max
@@ -59,9 +60,7 @@ def encode_tile(tile: np.ndarray, size: int) -> bytes:
     block = np.zeros((size, size), dtype="<f4")
     block[: tile.shape[0], : tile.shape[1]] = tile
     pieces, index, offset = [], np.full((size, 2), EMPTY, dtype="<u8"), 0
-    for i in range(size):
-        if not block[i].any():  # Zarr writes no chunk that holds only the fill value
-            continue
+    for i in np.flatnonzero(block.any(axis=1)).tolist():  # Zarr writes no chunk of only the fill value
         piece = with_crc32c(compressor.encode(block[i]))
         index[i] = offset, len(piece)
         offset += len(piece)
