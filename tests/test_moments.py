@@ -38,7 +38,7 @@ def small_store(path, models=300, n_train=50, n_test=7, shard=32, seed=0):
     return masks, margins
 
 
-@pytest.mark.parametrize(("size", "tile"), [(10, 4), (9, 9), (33, 16)])
+@pytest.mark.parametrize(("size", "tile"), [(10, 4), (9, 9), (33, 16), (700, 600)])  # 600: transposed in squares
 def test_tiles_are_the_bytes_zarr_writes_and_zarr_reads_them(tmp_path, size, tile):
     rng = np.random.default_rng(size)
     matrix = rng.integers(0, 1000, (size, size)).astype(np.float32)
