@@ -20,7 +20,6 @@ from dmstore.fitting.passes import (
     PassPlan,
     Scratch,
     gram_pass,
-    mask_matmul,
     new_panel,
     panel_product,
     target_pass,
@@ -66,7 +65,7 @@ def test_int8_products_are_used_where_torch_is_installed():
     """This suite's environment has torch: its pass takes the int8 products (measured 5-8x
     float32 sgemm at CIFAR-10 width), and numpy's float32 stays for devices that ask for it."""
     pytest.importorskip("torch")
-    assert mask_matmul(CPU) is not None and mask_matmul(FLOAT32) is None
+    assert CPU.mask_matmul() is not None and FLOAT32.mask_matmul() is None
     assert new_panel(0, 3, 5, CPU).dtype == np.int32 and new_panel(0, 3, 5, FLOAT32).dtype == np.float32
 
 

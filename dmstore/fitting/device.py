@@ -21,6 +21,8 @@ from dmstore.errors import DmstoreError
 
 #: The names ``--device`` takes.
 DEVICES = ("cpu", "cuda")
+#: int8 products ``out = a @ b`` with int32 results: ``(a, b, out)``, numpy arrays.
+Int8Matmul = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class Device:
         """The namespace's dtype of a numpy ``dtype``."""
         return np.dtype(dtype).type if self.xp is np else getattr(self.xp, np.dtype(dtype).name)
 
+    def mask_matmul(self) -> Int8Matmul | None:
+        """The int8 product mask products on this device use (:func:`int8_matmul`: numpy with
+        ``int8``, where torch provides it), or None (float)."""
+        return int8_matmul() if self.xp is np and self.int8 else None
+
     def free_bytes(self) -> int | None:
         """Free memory on the device (None where it shares the host's)."""
         if self.name != "cuda":
@@ -66,10 +73,6 @@ class Device:
 
 
 CPU = Device(np)
-
-#: int8 products ``out = a @ b`` with int32 results: ``(a, b, out)``, numpy arrays.
-Int8Matmul = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
-
 
 @functools.cache
 def int8_matmul() -> Int8Matmul | None:

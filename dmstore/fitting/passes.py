@@ -32,7 +32,7 @@ from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
-from dmstore.fitting.device import CPU, Device, Int8Matmul, int8_matmul
+from dmstore.fitting.device import CPU, Device
 from dmstore.fitting.moments import XTY_BLOCK, DeltaGram, Moments, hold_counts, rows_digest
 from dmstore.fitting.reads import BandReader
 
@@ -72,18 +72,13 @@ class Scratch:
         return cls(np.empty(tile * n_train, np.float32), band, np.empty(tile * CHUNK, np.int32))
 
 
-def mask_matmul(device: Device) -> Int8Matmul | None:
-    """The int8 product the mask products on ``device`` use, or None (float32)."""
-    return int8_matmul() if device.xp is np and device.int8 else None
-
-
 def new_panel(start: int, stop: int, n_train: int, device: Device, scratch: Scratch | None = None) -> Any:
     """A zero panel ``[stop - start, N - start]`` on ``device`` (on the CPU: int32 for int8
     products, float32 in Fortran order for sgemm's ``c``; in ``scratch`` where given)."""
     shape = (stop - start, n_train - start)
     if device.xp is not np:
         return device.xp.zeros(shape, dtype=device.xp.float32, device=device.where)
-    int8 = mask_matmul(device) is not None
+    int8 = device.mask_matmul() is not None
     dtype = np.dtype(np.int32 if int8 else np.float32)
     order: Literal["C", "F"] = "C" if int8 else "F"
     if scratch is None:
@@ -103,7 +98,7 @@ def panel_product(
         panel += right[:, : stop - start].T @ right
         return
     rows, width, height = masks.shape[0], masks.shape[1] - start, stop - start
-    matmul = mask_matmul(device)
+    matmul = device.mask_matmul()
     if matmul is not None:  # the bool masks as int8, chunk by chunk of columns
         left, right = masks[:, start:stop].view(np.int8).T, masks[:, start:].view(np.int8)
         chunk = min(CHUNK, width)
@@ -172,7 +167,7 @@ def gram_pass(
     assert group is not None
     tile_file = moments.tile_file()
     tile, n_train = tile_file.tile, tile_file.size
-    bands = mask_bands(reader, positions, plan.cache_masks, mask_matmul(device) is not None)
+    bands = mask_bands(reader, positions, plan.cache_masks, device.mask_matmul() is not None)
     held: DeltaGram | None = None  # from the first panel on
     scratch = Scratch.of(tile, n_train, reader.shard_rows) if device.xp is np else None
     for i in range(int(group.attrs["panels"]), tile_file.n_tiles):
@@ -273,7 +268,7 @@ def grow_pass(
         group.attrs.update(adding=state, complete=False)
     state = dict(group.attrs["adding"])
     added = group[f"parts/{state['part']}/positions"][:]
-    bands = mask_bands(reader, added, plan.cache_masks, mask_matmul(device) is not None)
+    bands = mask_bands(reader, added, plan.cache_masks, device.mask_matmul() is not None)
     tile_file = moments.tile_file()
     tile, n_train = tile_file.tile, tile_file.size
     scratch = Scratch.of(tile, n_train, reader.shard_rows) if device.xp is np else None
