@@ -489,7 +489,7 @@ def test_a_block_whose_working_set_outgrows_the_plan_is_halved_to_the_same_datam
     margins = masks @ weight + rng.standard_normal((2000, 5))
     fit_m, val_m = in_memory(masks[:1800], margins[:1800]), in_memory(masks[1800:], margins[1800:])
     common = dict(standardize=True, tol=1e-8, dtype=np.float64, dense=False)
-    args = common | dict(device="cpu", lambdas=30, lambda_ratio=1e-2, patience=3)
+    args = common | dict(device="cpu", int8=True, lambdas=30, lambda_ratio=1e-2, patience=3)
     with pytest.raises(solver.WorkingSetFull):  # the four together do not fit
         solver.path(fit_m.targets(slice(0, 4)), val_m.targets(slice(0, 4)), lambdas=30, lambda_ratio=1e-2,
                     patience=3, max_iter=10_000, cap=128, **common)

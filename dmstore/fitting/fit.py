@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import replace
 from queue import SimpleQueue
 from typing import Any
 
@@ -39,7 +40,7 @@ from dmstore.fitting.device import device as device_of
 from dmstore.fitting.fista import check_options
 from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
 from dmstore.fitting.passes import PassPlan, added_rows, gram_pass, grow_pass, mask_pass, target_pass
-from dmstore.fitting.plan import BASE, FitPlan, plan_fit, solver_floor
+from dmstore.fitting.plan import BASE, SOLVE_TARGETS, FitPlan, plan_fit, solver_floor
 from dmstore.fitting.reads import BandReader
 from dmstore.io.budget import local_workers, parse_budget, worker_share
 from dmstore.io.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
@@ -53,9 +54,6 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_MEMORY = 8 * 2**30
 #: Solver iterations per solve before a target stops above its tolerance (its gap says so).
 MAX_ITER = 10_000
-#: Targets solved together inside a block: their working sets are shared, so more targets make a
-#: larger set; measured at CIFAR-10 width, 1 to 8 cost the same per target (0.70-0.76 s).
-SOLVE_TARGETS = 4
 #: Options that must match for a fit to continue the blocks of an earlier one.
 OPTIONS = ("lambdas", "lambda_ratio", "standardize", "tol", "patience", "val_models", "dtype", "target_batch")
 
@@ -242,6 +240,7 @@ def fit(
     on_cores = scheduler is None and (device == "cpu" or device is CPU)  # target groups on threads
     plan = plan_fit(memory=budget, solvers=os.cpu_count() or 1 if on_cores else 1, **sizes)
     dev = _checked_device(device, plan, scheduler)
+    dev = replace(dev, int8=dev.int8 and plan.int8)  # int8 products where they pay for importing torch
     options = dict(
         lambdas=lambdas,
         lambda_ratio=lambda_ratio,
@@ -416,7 +415,7 @@ def fit_blocks(
     threads = min(args["solvers"], len(groups))
     buffers: SimpleQueue = SimpleQueue()  # a working set's rows per thread, reused from group to group
     for _ in range(threads):
-        buffers.put(solver.row_buffer(args["cap"], fit_stats.n_train, args["dtype"], device_of(args["device"])))
+        buffers.put(solver.row_buffer(args["cap"], fit_stats.n_train, args["dtype"], _block_device(args)))
 
     def solve(group: slice) -> tuple:
         rows = buffers.get()  # at most ``threads`` groups run at once: one is always free
@@ -459,7 +458,7 @@ def _solve(
     the plan), the working set's rows in ``rows``: raw weights, bias, lam, the larger of the two
     relative gaps, validation R^2."""
     common = dict(standardize=args["standardize"], tol=args["tol"], max_iter=MAX_ITER, dtype=args["dtype"],
-                  cap=args["cap"], dense=args["dense"], device=device_of(args["device"]), rows=rows)
+                  cap=args["cap"], dense=args["dense"], device=_block_device(args), rows=rows)
     fit_part, val_part = fit_stats.targets(cols), val_stats.targets(cols)
     try:
         path = solver.path(fit_part, val_part, lambdas=args["lambdas"], lambda_ratio=args["lambda_ratio"],
@@ -493,10 +492,16 @@ def _checked_cluster(scheduler: Any, budget: int, plan: FitPlan) -> Iterator[Any
         yield client
 
 
+def _block_device(args: dict) -> Device:
+    """The device of :func:`fit_blocks`' ``args``, with int8 products only where the plan has them."""
+    dev = device_of(args["device"])
+    return replace(dev, int8=dev.int8 and args["int8"])
+
+
 def _block_args(options: dict, plan: FitPlan) -> dict:
     """The arguments of :func:`fit_blocks` for blocks solved under ``plan``."""
     return dict(options, dtype=DTYPES[options["dtype"]], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense,
-                solvers=plan.solvers)
+                solvers=plan.solvers, int8=plan.int8)
 
 
 def _run_blocks(
@@ -527,7 +532,7 @@ def _run_blocks(
     release_counts()  # the workers read the counts from the store; this process keeps none
     need = plan.solver_peak
     if scheduler == "local":  # the workers budget_client starts, each planned for its share
-        need = solver_floor(sizes["n_train"], sizes["block"], sizes["val_rows"])
+        need = solver_floor(sizes["n_train"], sizes["block"], sizes["val_rows"], plan.int8)
         workers = local_workers(budget, BASE, need, os.cpu_count() or 1, "--memory")
         plan = plan_fit(memory=worker_share(budget, BASE, workers), **sizes)
     with budget_client(scheduler, budget, driver=BASE, worker=need, option="--memory") as client:

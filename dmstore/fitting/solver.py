@@ -453,7 +453,7 @@ class Pooled:
         z -= (v @ dev.put(self.mean_v[u], w.dtype))[None, :]  # centred: its columns sum to zero
         out = xp.empty((w.shape[0], xt.shape[0]), dtype=w.dtype, device=dev.where)
         matmul = dev.mask_matmul()
-        if matmul is not None:  # z' Xv: int8 products of the masks as they are (4x, measured)
+        if matmul is not None and w.dtype == np.float32:  # z' Xv: int8 products of the masks as they are
             out[...] = masks_times(xt, z, matmul).T
         else:
             for start in range(0, xt.shape[0], MASK_COLUMNS):  # a float32 block of masks at a time
