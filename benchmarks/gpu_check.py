@@ -52,7 +52,7 @@ def timed(function, *args, repeat: int = 3):
 def kernels(n_train: int, device_name: str) -> dict:
     """The pass's panel product and the solver's path on numpy and on the device."""
     from dmstore.fitting import solver
-    from dmstore.fitting.device import CPU, device
+    from dmstore.fitting.device import CPU, Device, device
     from dmstore.fitting.moments import in_memory
     from dmstore.fitting.passes import new_panel, panel_product
 
@@ -66,9 +66,11 @@ def kernels(n_train: int, device_name: str) -> dict:
         panel_product(panel, masks, 0, tile, on)
         return on.get(panel)
 
-    cpu_s, cpu_panel = timed(lambda: product(CPU))
+    cpu_s, cpu_panel = timed(lambda: product(Device(np, int8=False)))  # numpy's float32
+    int8_s, int8_panel = timed(lambda: product(CPU)) if CPU.mask_matmul() else (float("nan"), cpu_panel)
     dev_s, dev_panel = timed(lambda: product(dev))  # get() copies to the host: the device has finished
     assert np.array_equal(cpu_panel, dev_panel), "the device's counts differ from numpy's"
+    assert np.array_equal(cpu_panel, int8_panel), "the CPU's int8 counts differ from numpy's"
     models, width, targets = 4000, min(2000, n_train), 8
     x = rng.random((models, width)) < 0.5
     support = rng.choice(width, (targets, 10))
@@ -84,7 +86,8 @@ def kernels(n_train: int, device_name: str) -> dict:
     same_lam = float(np.mean(cpu_path.lam == dev_path.lam))
     error = float(np.linalg.norm(cpu_path.weight - dev_path.weight) / np.linalg.norm(cpu_path.weight))
     return {
-        "panel_product_s": {"numpy": round(cpu_s, 4), device_name: round(dev_s, 4), "ratio": round(cpu_s / dev_s, 2)},
+        "panel_product_s": {"numpy": round(cpu_s, 4), "cpu_int8": round(int8_s, 4), device_name: round(dev_s, 4),
+                            "ratio": round(cpu_s / dev_s, 2), "ratio_to_int8": round(int8_s / dev_s, 2)},
         "path_8_targets_s": {"numpy": round(cpu_path_s, 3), device_name: round(dev_path_s, 3),
                              "ratio": round(cpu_path_s / dev_path_s, 2)},
         "path_same_lam": same_lam,
