@@ -367,9 +367,11 @@ class Moments:
         return set() if group is None else set(group.attrs.get(f"xty_{split}", []))
 
     def write_targets(
-        self, split: str, n_targets: int, block: int, xty: np.ndarray, ysum: np.ndarray, yy: np.ndarray
+        self, split: str, n_targets: int, blocks: list[int], xty: np.ndarray, ysum: np.ndarray, yy: np.ndarray
     ) -> None:
-        """Write the statistics of target block ``block`` of ``split`` (then record it)."""
+        """Write the statistics of the target blocks ``blocks`` of ``split`` (then record them):
+        their columns of ``xty`` ``[N, width]``, ``ysum`` and ``yy``, whose first column is the
+        first target of ``blocks[0]`` (in one opening of the group, one record for all)."""
         group = self._root("a")[self.path]
         n_train = xty.shape[0]
         names = (f"xty_{split}", f"ysum_{split}", f"yy_{split}")
@@ -392,12 +394,16 @@ class Moments:
                     fill_value=np.nan,
                     dimension_names=(split,),
                 )
-        cols = slice(block * XTY_BLOCK, min((block + 1) * XTY_BLOCK, n_targets))
-        group[names[0]][:, cols] = xty
-        group[names[1]][cols] = ysum
-        group[names[2]][cols] = yy
-        done = sorted(self.target_blocks(split) | {block})
-        group.attrs[f"xty_{split}"] = done
+        arrays = [group[name] for name in names]
+        first = blocks[0] * XTY_BLOCK
+        for block in blocks:
+            cols = slice(block * XTY_BLOCK, min((block + 1) * XTY_BLOCK, n_targets))
+            local = slice(cols.start - first, cols.stop - first)
+            arrays[0][:, cols] = xty[:, local]
+            arrays[1][cols] = ysum[local]
+            arrays[2][cols] = yy[local]
+        recorded: Any = group.attrs.get(names[0], [])
+        group.attrs[names[0]] = sorted(set(recorded) | set(blocks))
 
     def target_sums(self, split: str, columns: slice) -> tuple[int, np.ndarray, np.ndarray]:
         """``n`` and the sums and sums of squares of target columns ``columns`` of ``split``."""

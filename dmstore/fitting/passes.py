@@ -341,8 +341,7 @@ def target_pass(
     xp = device.xp
     for first in range(0, len(blocks), plan.target_blocks):
         group = blocks[first : first + plan.target_blocks]
-        cols = [slice(b * XTY_BLOCK, min((b + 1) * XTY_BLOCK, n_targets)) for b in group]
-        columns = slice(cols[0].start, cols[-1].stop)
+        columns = slice(group[0] * XTY_BLOCK, min((group[-1] + 1) * XTY_BLOCK, n_targets))
         width = columns.stop - columns.start
         xty = xp.zeros((reader.n_train, width), dtype=xp.float64, device=device.where)
         ysum, yy = np.zeros(width), np.zeros(width)
@@ -353,10 +352,7 @@ def target_pass(
             ysum += margins.sum(axis=0)
             yy += (margins * margins).sum(axis=0)
             progress(masks.shape[0])
-        xty = device.get(xty)
-        for block, col in zip(group, cols):
-            local = slice(col.start - columns.start, col.stop - columns.start)
-            moments.write_targets(split, n_targets, block, xty[:, local], ysum[local], yy[local])
+        moments.write_targets(split, n_targets, group, device.get(xty), ysum, yy)
 
 
 def check_finite(margins: np.ndarray, band: np.ndarray, columns: slice, reader: BandReader) -> None:
