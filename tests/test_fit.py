@@ -168,6 +168,25 @@ def test_a_fit_on_a_second_namespace_and_device_writes_the_numpy_fit(store, tmp_
         np.testing.assert_array_equal(b[...], a[...])
 
 
+def test_int8_products_give_the_statistics_and_datamodels_of_float32(store, tmp_path, monkeypatch):
+    """Above the plan's threshold (here lowered to 0) the pass and the refit take torch's int8
+    products: the same counts byte for byte, and the same datamodels to float32."""
+    pytest.importorskip("torch")
+    path, _ = store
+    other = str(tmp_path / "other.zarr")
+    shutil.copytree(path, other)
+    options = dict(targets=slice(0, 12), target_batch=6, progress=False)
+    floats = fit(path, **options)
+    monkeypatch.setattr("dmstore.fitting.plan.INT8_WORK", 0)
+    ints = fit(other, **options)
+    assert (floats.attrs["mask_products"], ints.attrs["mask_products"]) == ("float", "int8")
+    for name in ("moments/fit/xtx", "moments/fit/xty_test"):
+        a, b = zarr.open_array(f"{path}/{name}", mode="r"), zarr.open_array(f"{other}/{name}", mode="r")
+        np.testing.assert_array_equal(b[...], a[...])
+    np.testing.assert_array_equal(ints["lam"].values, floats["lam"].values)
+    np.testing.assert_allclose(ints["weight"].values, floats["weight"].values, atol=1e-5)
+
+
 def test_a_second_fit_with_other_lambdas_reads_no_mask(store, monkeypatch):
     path, _ = store
     fit(path, targets=slice(0, 8), progress=False)

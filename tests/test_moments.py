@@ -19,6 +19,7 @@ from dmstore.fitting.passes import (
     CHUNK,
     PassPlan,
     Scratch,
+    block_runs,
     gram_pass,
     new_panel,
     panel_product,
@@ -136,6 +137,32 @@ def test_the_pass_gives_the_exact_statistics_and_resumes_after_its_last_panel(tm
     np.testing.assert_array_equal(got.counts(every), expected.counts(every))
     np.testing.assert_allclose(got.xty, expected.xty, rtol=1e-13)
     assert got.n == positions.size
+
+
+@pytest.mark.parametrize(
+    ("blocks", "most", "runs"),
+    [([0, 1, 2, 5, 6, 9], 2, [[0, 1], [2], [5, 6], [9]]), ([3, 0, 1], 64, [[0, 1], [3]]), ([], 4, [])],
+)
+def test_target_blocks_are_summed_in_runs_of_contiguous_blocks(blocks, most, runs):
+    assert block_runs(blocks, most) == runs
+
+
+def test_target_blocks_apart_are_written_and_recorded_without_the_ones_between(tmp_path):
+    """Blocks 0 and 2 of 600 targets (256 each): block 1 is neither summed nor recorded, and a
+    NaN in it does not stop the pass."""
+    path = str(tmp_path / "s.zarr")
+    masks, margins = small_store(path, n_test=600)
+    reader, positions = BandReader(path, "test"), np.arange(300)
+    moments = Moments(path, "fit")
+    gram_pass(moments, reader, positions, PassPlan(16, True, 4), lambda n: None)
+    zarr.open_array(path + "/test_margins", mode="r+")[5, 300] = np.nan
+    target_pass(moments, reader, positions, "test", 600, [0, 2], PassPlan(16, True, 4), lambda n: None)
+    assert moments.target_blocks("test") == {0, 2}
+    xty = zarr.open_group(path, mode="r")["moments/fit/xty_test"][:]
+    expected = masks.astype(np.float64).T @ margins.astype(np.float64)
+    for cols in (slice(0, 256), slice(512, 600)):
+        np.testing.assert_allclose(xty[:, cols], expected[:, cols], rtol=1e-13)
+    assert np.isnan(xty[:, 256:512]).all()
 
 
 def test_a_damaged_or_missing_tile_is_one_clear_error(tmp_path):

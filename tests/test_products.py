@@ -61,3 +61,13 @@ def test_masks_times_reads_strided_masks_and_beats_float32_at_validation_shapes(
     ours = np.abs(masks_times(masks, z, matmul) - exact).max()
     float32 = np.abs(masks.astype(np.float32) @ z - exact).max()
     assert ours <= float32
+
+
+@needs_int8
+def test_a_column_with_a_nan_or_an_infinity_gives_nan_not_a_silent_zero():
+    masks = np.random.default_rng(4).random((30, 50)) < 0.5
+    z = np.random.default_rng(5).standard_normal((50, 3)).astype(np.float32)
+    z[7, 0], z[9, 2] = np.nan, np.inf
+    got = masks_times(masks, z, matmul)
+    assert np.isnan(got[:, [0, 2]]).all()
+    np.testing.assert_allclose(got[:, 1], masks.astype(np.float64) @ z[:, 1].astype(np.float64), rtol=1e-5, atol=1e-6)

@@ -40,7 +40,7 @@ from dmstore.fitting.device import device as device_of
 from dmstore.fitting.fista import check_options
 from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
 from dmstore.fitting.passes import PassPlan, added_rows, gram_pass, grow_pass, mask_pass, target_pass
-from dmstore.fitting.plan import BASE, SOLVE_TARGETS, FitPlan, plan_fit, solver_floor
+from dmstore.fitting.plan import BASE, SOLVE_TARGETS, FitPlan, plan_fit, solver_floor, uses_int8
 from dmstore.fitting.reads import BandReader
 from dmstore.io.budget import local_workers, parse_budget, worker_share
 from dmstore.io.datamodels import fitted_blocks, group_path, has_datamodels, read_datamodels, start_blocks, write_block
@@ -238,9 +238,11 @@ def fit(
     sizes = dict(n_train=ds.sizes["train"], rows=rows["fit"].size, shard_rows=reader.shard_rows, block=target_batch,
                  val_rows=rows["val"].size)
     on_cores = scheduler is None and (device == "cpu" or device is CPU)  # target groups on threads
-    plan = plan_fit(memory=budget, solvers=os.cpu_count() or 1 if on_cores else 1, **sizes)
-    dev = _checked_device(device, plan, scheduler)
-    dev = replace(dev, int8=dev.int8 and plan.int8)  # int8 products where they pay for importing torch
+    dev = device_of(device)
+    # int8 products where they pay for importing torch, and where torch provides them
+    int8 = uses_int8(sizes["rows"], sizes["n_train"]) and dev.mask_matmul() is not None
+    plan = plan_fit(memory=budget, solvers=os.cpu_count() or 1 if on_cores else 1, int8=int8, **sizes)
+    dev = replace(_checked_device(dev, plan, scheduler), int8=plan.int8)
     options = dict(
         lambdas=lambdas,
         lambda_ratio=lambda_ratio,
@@ -292,6 +294,7 @@ def fit(
             **written_models(ds),
             plan_peak_bytes=plan.peak,
             solvers=plan.solvers,
+            mask_products="int8" if plan.int8 else "float",
             seconds_pass=round(passed - started, 3),
             seconds_path=round(time.perf_counter() - passed, 3),
         )
@@ -419,10 +422,12 @@ def fit_blocks(
 
     def solve(group: slice) -> tuple:
         rows = buffers.get()  # at most ``threads`` groups run at once: one is always free
-        try:
-            return _solve(fit_stats, val_stats, group, columns.start, args, rows)
-        finally:
-            buffers.put(rows)
+        # OpenMP's limit is the calling thread's: torch's int8 products on one thread here too
+        with threadpool_limits(1, user_api="openmp") if threads > 1 else nullcontext():
+            try:
+                return _solve(fit_stats, val_stats, group, columns.start, args, rows)
+            finally:
+                buffers.put(rows)
 
     with threadpool_limits(1) if threads > 1 else nullcontext(), ThreadPoolExecutor(threads) as pool:
         parts = list(pool.map(solve, groups))
@@ -494,8 +499,7 @@ def _checked_cluster(scheduler: Any, budget: int, plan: FitPlan) -> Iterator[Any
 
 def _block_device(args: dict) -> Device:
     """The device of :func:`fit_blocks`' ``args``, with int8 products only where the plan has them."""
-    dev = device_of(args["device"])
-    return replace(dev, int8=dev.int8 and args["int8"])
+    return replace(device_of(args["device"]), int8=args["int8"])
 
 
 def _block_args(options: dict, plan: FitPlan) -> dict:
@@ -534,7 +538,7 @@ def _run_blocks(
     if scheduler == "local":  # the workers budget_client starts, each planned for its share
         need = solver_floor(sizes["n_train"], sizes["block"], sizes["val_rows"], plan.int8)
         workers = local_workers(budget, BASE, need, os.cpu_count() or 1, "--memory")
-        plan = plan_fit(memory=worker_share(budget, BASE, workers), **sizes)
+        plan = plan_fit(memory=worker_share(budget, BASE, workers), int8=plan.int8, **sizes)
     with budget_client(scheduler, budget, driver=BASE, worker=need, option="--memory") as client:
         args = _block_args(options, plan)
         futures = {

@@ -12,9 +12,9 @@ masks instead of counts (:func:`mask_pass`).
 
 The products run on a :class:`~dmstore.fitting.device.Device`. On the CPU they are torch's int8
 GEMM with int32 accumulation where it is available (:func:`~dmstore.fitting.device.int8_matmul`:
-the bool masks viewed as int8, no conversion, exact up to 2^31 models; on the kept masks one
-product per panel column chunk), and numpy's in-place float32 ``sgemm`` (``beta = 1``) otherwise
-(exact up to 2^24 models); elsewhere the namespace's ``matmul`` (CuPy on a GPU). The bands enter
+the bool masks viewed as int8, no conversion; on the kept masks one product per panel column
+chunk), and numpy's in-place float32 ``sgemm`` (``beta = 1``) otherwise; both exact up to 2^24
+models, the tiles' float32; elsewhere the namespace's ``matmul`` (CuPy on a GPU). The bands enter
 through the device's ``put`` and the finished tiles and target statistics leave through its ``get``.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.linalg.blas import sgemm
+from scipy.linalg.blas import dgemm, sgemm
 from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
@@ -134,11 +134,11 @@ def mask_bands(
             yield from (reader.masks(band) for band in reader.bands(positions))
             return
         if not kept:
-            kept.append(np.empty((positions.size, reader.n_train), dtype=bool))
-            row = 0
+            masks, row = np.empty((positions.size, reader.n_train), dtype=bool), 0
             for band in reader.bands(positions):
-                kept[0][row : row + band.size] = reader.masks(band)
+                masks[row : row + band.size] = reader.masks(band)
                 row += band.size
+            kept.append(masks)
         step = positions.size if whole else reader.shard_rows
         yield from (kept[0][row : row + step] for row in range(0, positions.size, step))
 
@@ -207,8 +207,9 @@ def write_panel(tile_file: tiles.TileFile, i: int, panel: Any, device: Device, h
 
 
 def panel_tile(panel: Any, i: int, j: int, tile: int, device: Device) -> np.ndarray:
-    """Tile ``(i, j)`` of panel ``i``: float32 on the host."""
-    return np.asarray(device.get(panel[:, (j - i) * tile : (j - i + 1) * tile]), dtype=np.float32)
+    """Tile ``(i, j)`` of panel ``i`` on the host (a view on the CPU: int32 or float32 counts,
+    converted where they are encoded)."""
+    return device.get(panel[:, (j - i) * tile : (j - i + 1) * tile])
 
 
 def added_rows(moments: Moments, positions: np.ndarray) -> np.ndarray | None:
@@ -337,22 +338,42 @@ def target_pass(
     progress: Callable[[int], None],
     device: Device = CPU,
 ) -> None:
-    """Write ``X^T Y`` and the target sums of the given target blocks of ``split`` over ``positions``."""
+    """Write ``X^T Y`` and the target sums of the given target blocks of ``split`` over ``positions``:
+    runs of contiguous blocks, at most ``plan.target_blocks`` per pass over the bands (on the CPU
+    each band's product is added in place: float64 ``dgemm`` with ``beta = 1``)."""
     xp = device.xp
-    for first in range(0, len(blocks), plan.target_blocks):
-        group = blocks[first : first + plan.target_blocks]
+    for group in block_runs(blocks, plan.target_blocks):
         columns = slice(group[0] * XTY_BLOCK, min((group[-1] + 1) * XTY_BLOCK, n_targets))
         width = columns.stop - columns.start
-        xty = xp.zeros((reader.n_train, width), dtype=xp.float64, device=device.where)
+        if xp is np:
+            xty = np.zeros((reader.n_train, width), order="F")  # dgemm's c
+        else:
+            xty = xp.zeros((reader.n_train, width), dtype=xp.float64, device=device.where)
         ysum, yy = np.zeros(width), np.zeros(width)
         for band in reader.bands(positions):
             masks, margins = reader.masks(band), reader.margins(band, columns).astype(np.float64)
             check_finite(margins, band, columns, reader)
-            xty += device.put(masks, np.float64).T @ device.put(margins)
+            if xp is np:
+                out = dgemm(1.0, masks.astype(np.float64).T, margins, beta=1.0, c=xty, overwrite_c=1)
+                if out is not xty:  # scipy copies c it cannot update in place: never lose a band
+                    xty[...] = out
+            else:
+                xty += device.put(masks, np.float64).T @ device.put(margins)
             ysum += margins.sum(axis=0)
             yy += (margins * margins).sum(axis=0)
             progress(masks.shape[0])
         moments.write_targets(split, n_targets, group, device.get(xty), ysum, yy)
+
+
+def block_runs(blocks: list[int], most: int) -> list[list[int]]:
+    """The sorted target ``blocks`` as runs of consecutive blocks of at most ``most`` each."""
+    runs: list[list[int]] = []
+    for block in sorted(blocks):
+        if runs and runs[-1][-1] == block - 1 and len(runs[-1]) < most:
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    return runs
 
 
 def check_finite(margins: np.ndarray, band: np.ndarray, columns: slice, reader: BandReader) -> None:

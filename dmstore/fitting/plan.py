@@ -121,18 +121,25 @@ def solver_bytes(
 
 
 def plan_fit(
-    n_train: int, rows: int, shard_rows: int, block: int, memory: int, val_rows: int = 0, solvers: int = 1
+    n_train: int,
+    rows: int,
+    shard_rows: int,
+    block: int,
+    memory: int,
+    val_rows: int = 0,
+    solvers: int = 1,
+    int8: bool = True,
 ) -> FitPlan:
     """The plan for a fit of ``block`` targets at a time on ``rows`` model rows (and ``val_rows``
     validation rows) within ``memory`` bytes, with up to ``solvers`` groups of targets solved at
-    once.
+    once, and int8 products where they are available (``int8``) and pay (:func:`uses_int8`).
 
     Raises
     ------
     DmstoreError
         When even the smallest plan does not fit, with the budget that would.
     """
-    int8 = uses_int8(rows, n_train)
+    int8 = int8 and uses_int8(rows, n_train)
     tile = min(TILE, n_train)
     need = pass_bytes(n_train, rows, shard_rows, tile, False, 1, int8)
     while tile > 256 and need > memory:

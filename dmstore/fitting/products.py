@@ -26,8 +26,9 @@ def digits(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``z`` ``[K, B]`` as int8 digits ``[K, DIGITS * B]`` (digit ``d`` of column ``b`` in column
     ``d B + b``) and the scale of each column: ``z ~ sum_d digit_d 128^d / scale``."""
     top = np.abs(z).max(axis=0, initial=0).astype(np.float64)
-    scale = np.ldexp(1.0, FIXED_BITS - np.frexp(np.where(top > 0, top, 1.0))[1])  # |z scale| < 2^26
-    rest = np.rint(z * scale).astype(np.int64)
+    usable = np.isfinite(top) & (top > 0)  # others: zero digits (masks_times makes those columns NaN)
+    scale = np.ldexp(1.0, FIXED_BITS - np.frexp(np.where(usable, top, 1.0))[1])  # |z scale| < 2^26
+    rest = np.where(usable, np.rint(np.where(usable, z, 0) * scale), 0).astype(np.int64)
     parts = []
     for _ in range(DIGITS):
         digit = ((rest + 64) & 127) - 64  # in -64..63, congruent to rest mod 128
@@ -38,7 +39,7 @@ def digits(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def masks_times(masks: np.ndarray, z: np.ndarray, matmul: Int8Matmul) -> np.ndarray:
     """``masks @ z`` ``[rows, B]`` float32 of 0/1 ``masks`` ``[rows, K]`` (bool; views welcome)
-    and ``z`` ``[K, B]``."""
+    and ``z`` ``[K, B]`` (a column with a NaN or an infinity gives NaN, as a float GEMM would)."""
     width = z.shape[1]
     packed, scale = digits(z)
     product = np.empty((masks.shape[0], packed.shape[1]), dtype=np.int32)
@@ -46,4 +47,6 @@ def masks_times(masks: np.ndarray, z: np.ndarray, matmul: Int8Matmul) -> np.ndar
     total = product[:, :width].astype(np.int64)
     for d in range(1, DIGITS):
         total += product[:, d * width : (d + 1) * width].astype(np.int64) << (7 * d)
-    return (total / scale).astype(np.float32)
+    result = (total / scale).astype(np.float32)
+    result[:, ~np.isfinite(z).all(axis=0)] = np.nan
+    return result
