@@ -217,7 +217,7 @@ class DeltaGram:
         for a in range(0, counts.shape[0], step):
             part = slice(rows.start + a, min(rows.start + a + step, rows.stop))
             diff = np.rint(independent_counts(self.xsum[part], self.xsum[cols], self.n))
-            np.subtract(counts[a : a + step], diff, out=diff)
+            np.subtract(counts[a : a + step], diff, out=diff, dtype=np.float32)  # int32 or float32 counts
             if diff.min() < -limit or diff.max() > limit:
                 return False
             self.delta[part, cols] = diff
