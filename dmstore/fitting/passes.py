@@ -34,14 +34,16 @@ from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
 from dmstore.fitting.device import CPU, Device
 from dmstore.fitting.moments import XTY_BLOCK, DeltaGram, Moments, hold_counts, rows_digest
+from dmstore.fitting.plan import INT8_CHUNK
 from dmstore.fitting.reads import BandReader
 
 #: Non-finite margins named in the error.
 BAD_REPORTED = 3
 #: The store's codec for masks (bitshuffle: 8x on random subsets).
 MASK_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", typesize=1)
-#: Columns of a panel one int8 product computes before it is added in (``tile x CHUNK`` int32).
-CHUNK = 4096
+#: Columns of a panel one int8 product computes before it is added in (``tile x CHUNK`` int32;
+#: the plan counts it).
+CHUNK = INT8_CHUNK
 
 
 @dataclass(frozen=True)

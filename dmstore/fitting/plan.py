@@ -55,7 +55,7 @@ TORCH = 256 * 2**20
 #: take longer than twice over; int8 is 5x faster at CIFAR-10 width (2.3e13), and the digits
 #: example (1.4e9) stays float32 (the import made its fit 1.26x slower).
 INT8_WORK = 2.5e11
-#: Columns of a panel one int8 product computes (``passes.CHUNK``).
+#: Columns of a panel one int8 product computes (``passes.CHUNK`` is this).
 INT8_CHUNK = 4096
 #: Targets solved together inside a block: their working sets are shared, so more targets make a
 #: larger set; measured at CIFAR-10 width, 1 to 8 cost the same per target (0.70-0.76 s).
