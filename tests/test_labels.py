@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -21,6 +25,24 @@ def test_codes_round_trip_to_the_labels(values):
     assert coord.dtype == np.uint8 and coord.attrs["flag_meanings"] == "fit eval a_class"
     decoded = labels.decode(xr.Dataset(coords={"model": coord}))
     assert list(decoded["model"].values) == [v.replace(" ", "_") for v in values]
+
+
+def test_lazy_codes_decode_without_a_scheduler():
+    """A store's ``split`` is a Dask array: its codes are read on the calling thread (asking Dask
+    for a scheduler imports ``distributed`` first: 0.4 s of a small fit)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np, xarray as xr
+        from dmstore.io import labels
+        split = labels.encode("model", ["fit", "eval", "fit"], ("fit", "eval"))
+        ds = xr.Dataset(coords={"split": split}).chunk()
+        assert not isinstance(ds["split"].data, np.ndarray)
+        assert list(labels.decode(ds)["split"].values) == ["fit", "eval", "fit"]
+        assert "distributed" not in sys.modules, "a scheduler was asked for"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize(
