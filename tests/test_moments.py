@@ -215,6 +215,14 @@ def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_the
     Statistics(300, xsum, None, None, None, gram.rows).centred_counts(rows, plain)
     assert np.abs(fused - truth).max() < 1e-5 * np.abs(truth).max()
     np.testing.assert_allclose(plain, fused, atol=1e-5 * np.abs(truth).max())
+    # scaled as they are centred: rows and columns by their factors, in steps on threads
+    many = np.random.default_rng(1).integers(0, 50, 40)
+    factors = np.random.default_rng(2).uniform(0.5, 2.0, 40).astype(np.float32), np.linspace(0, 3, 50, dtype=np.float32)
+    scaled = (x.T @ x - np.multiply.outer(xsum, xsum) / 300)[many] * np.multiply.outer(*factors)
+    for centred in (gram.centred, Statistics(300, xsum, None, None, None, gram.rows).centred_counts):
+        out = np.empty((40, 50), np.float32)
+        centred(many, out, factors)
+        assert np.abs(out - scaled).max() < 1e-5 * np.abs(scaled).max()
     assert DeltaGram.load(moments.tile_file(), xsum * 1000, 300) is None  # differences beyond int16
 
 

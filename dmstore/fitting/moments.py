@@ -68,6 +68,10 @@ MASK_COLUMNS = 4096
 COUNT_ROWS = 1024
 
 
+#: Factors of the rows and of the columns of a block of counts (:meth:`Statistics.centred_counts`).
+Scale = tuple[np.ndarray, np.ndarray]
+
+
 def rows_digest(positions: np.ndarray) -> str:
     """The fingerprint of a set of model rows (their positions)."""
     return hashlib.sha256(np.asarray(positions, dtype="<i8").tobytes()).hexdigest()
@@ -92,8 +96,8 @@ class Statistics:
     cross
         ``cross(a, b) -> [len(a), len(b)]``: a block of ``X^T X`` (default: from ``counts``).
     centred
-        ``centred(rows, out)`` writes :meth:`centred_counts` into ``out`` float32 (default: from
-        ``counts``).
+        ``centred(rows, out, scale)`` writes :meth:`centred_counts` into ``out`` float32 (default:
+        from ``counts``).
     masks_t
         ``[N, n]`` bool: the rows' masks, transposed, where the statistics keep them (validation rows).
     """
@@ -105,7 +109,7 @@ class Statistics:
     yy: np.ndarray
     counts: Callable[[np.ndarray], np.ndarray]
     cross: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-    centred: Callable[[np.ndarray, np.ndarray], None] | None = None
+    centred: Callable[[np.ndarray, np.ndarray, Scale | None], None] | None = None
     masks_t: np.ndarray | None = None
 
     def targets(self, columns: slice) -> Statistics:
@@ -113,18 +117,22 @@ class Statistics:
         return Statistics(self.n, self.xsum, self.xty[:, columns], self.ysum[columns], self.yy[columns],
                           self.counts, self.cross, self.centred, self.masks_t)
 
-    def centred_counts(self, rows: np.ndarray, out: np.ndarray) -> None:
+    def centred_counts(self, rows: np.ndarray, out: np.ndarray, scale: Scale | None = None) -> None:
         """Write ``(X^T X)[rows] - xsum[rows] xsum / n`` (``n`` times the covariance of the masks:
         the counts less those of independent features) into ``out`` ``[len(rows), N]``, in its
-        dtype. The counts are exact; the subtraction is done once, without dividing first (no
-        cancellation of two numbers near ``mean^2``)."""
+        dtype, then multiply each row and column by its factor in ``scale`` (``[len(rows)]`` and
+        ``[N]``, in ``out``'s dtype) if given. The counts are exact; the subtraction is done
+        once, without dividing first (no cancellation of two numbers near ``mean^2``)."""
         if self.centred is not None and out.dtype == np.float32:
-            self.centred(rows, out)
+            self.centred(rows, out, scale)
             return
         for start in range(0, len(rows), COUNT_ROWS):  # bounds the float64 product
             part, block = rows[start : start + COUNT_ROWS], out[start : start + COUNT_ROWS]
             block[...] = self.counts(part)
             block -= np.multiply.outer(self.xsum[part], self.xsum / self.n).astype(out.dtype, copy=False)
+            if scale is not None:
+                block *= scale[0][start : start + COUNT_ROWS, None]
+                block *= scale[1][None, :]
 
     def block(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``(X^T X)[a][:, b]``."""
@@ -249,10 +257,11 @@ class DeltaGram:
         out += self.delta[rows]
         return out
 
-    def centred(self, rows: np.ndarray, out: np.ndarray) -> None:
+    def centred(self, rows: np.ndarray, out: np.ndarray, scale: Scale | None = None) -> None:
         """:meth:`Statistics.centred_counts` of ``rows`` into ``out`` float32, fused and in
-        :attr:`CHUNK`-row steps: with ``x`` the independent counts, ``C - x = delta - (x - rint(x))``,
-        whose inner difference is exact in float32."""
+        :attr:`CHUNK`-row steps (scaled while a step is in the CPU's cache): with ``x`` the
+        independent counts, ``C - x = delta - (x - rint(x))``, whose inner difference is exact in
+        float32."""
         rows = np.asarray(rows, dtype=np.int64)
 
         def centre(start: int) -> None:
@@ -260,6 +269,9 @@ class DeltaGram:
             np.multiply(self._xsum32[part][:, None], self._share32[None, :], out=block)
             block -= np.rint(block)
             np.subtract(self.delta[part], block, out=block)
+            if scale is not None:
+                block *= scale[0][start : start + self.CHUNK, None]
+                block *= scale[1][None, :]
 
         starts = range(0, rows.size, self.CHUNK)
         if len(starts) < 4:

@@ -114,9 +114,9 @@ class Space:
         """Write ``G[rows, :]`` (this space) into ``out`` ``[len(rows), N]`` (on the device): on
         numpy straight into ``out``, else through a host buffer of :data:`CONVERT_ROWS` rows."""
         dev = self.device
-        if dev.xp is np:
-            self.stats.centred_counts(rows, out)
-            self._scale(out, rows, slice(None))
+        if dev.xp is np:  # scaled as the counts are centred (while in the CPU's cache)
+            row_factors = (self.scale[rows] / (self.divisor or self.stats.n)).astype(out.dtype)
+            self.stats.centred_counts(rows, out, (row_factors, self.scale.astype(out.dtype)))
             return
         host = np.empty((min(CONVERT_ROWS, rows.size), self.mean.size), dtype=self.dtype)
         for start in range(0, rows.size, CONVERT_ROWS):
