@@ -3,6 +3,8 @@ row gathers against numpy, damage detected."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -14,7 +16,15 @@ from dmstore.errors import DmstoreError
 from dmstore.fitting import moments as moments_module
 from dmstore.fitting import tiles
 from dmstore.fitting.device import CPU, Device
-from dmstore.fitting.moments import DeltaGram, Moments, Statistics, in_memory, release_counts, rows_digest
+from dmstore.fitting.moments import (
+    DeltaGram,
+    Moments,
+    Statistics,
+    gather_threads,
+    in_memory,
+    release_counts,
+    rows_digest,
+)
 from dmstore.fitting.passes import (
     CHUNK,
     PassPlan,
@@ -224,6 +234,30 @@ def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_the
         centred(many, out, factors)
         assert np.abs(out - scaled).max() < 1e-5 * np.abs(scaled).max()
     assert DeltaGram.load(moments.tile_file(), xsum * 1000, 300) is None  # differences beyond int16
+    # a solver thread that asks for one gathering thread gets the same bytes, on its own thread
+    pooled = np.empty((40, 50), np.float32)
+    gram.centred(many, pooled, factors)
+    started = []
+    monkeypatch.setattr(moments_module, "ThreadPoolExecutor", lambda *a: started.append(a))
+    alone = np.empty((40, 50), np.float32)
+    with gather_threads(1):
+        gram.centred(many, alone, factors)
+    assert started == [] and alone.tobytes() == pooled.tobytes()
+    with pytest.raises(TypeError), gather_threads(2):  # two: the pool again (the stub is no pool)
+        gram.centred(many, alone, factors)
+
+
+def test_the_gathering_limit_is_the_calling_threads_own_and_restored():
+    seen = []
+    with gather_threads(1):
+        seen.append(moments_module._GATHER.threads)
+        other = threading.Thread(target=lambda: seen.append(getattr(moments_module._GATHER, "threads", None)))
+        other.start(), other.join()
+        with gather_threads(3):
+            seen.append(moments_module._GATHER.threads)
+        seen.append(moments_module._GATHER.threads)
+    seen.append(moments_module._GATHER.threads)
+    assert seen == [1, None, 3, 1, None]
 
 
 def test_a_pass_that_holds_its_counts_leaves_the_solver_nothing_to_read_back(tmp_path):

@@ -38,7 +38,7 @@ from dmstore.fitting import solver
 from dmstore.fitting.device import CPU, DEVICES, Device
 from dmstore.fitting.device import device as device_of
 from dmstore.fitting.fista import check_options
-from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, release_counts, rows_digest
+from dmstore.fitting.moments import XTY_BLOCK, Moments, Statistics, gather_threads, release_counts, rows_digest
 from dmstore.fitting.passes import PassPlan, added_rows, gram_pass, grow_pass, mask_pass, target_pass
 from dmstore.fitting.plan import BASE, SOLVE_TARGETS, FitPlan, plan_fit, solver_floor, uses_int8
 from dmstore.fitting.reads import BandReader
@@ -422,8 +422,10 @@ def fit_blocks(
 
     def solve(group: slice) -> tuple:
         rows = buffers.get()  # at most ``threads`` groups run at once: one is always free
-        # OpenMP's limit is the calling thread's: torch's int8 products on one thread here too
-        with threadpool_limits(1, user_api="openmp") if threads > 1 else nullcontext():
+        # OpenMP's limit is the calling thread's: torch's int8 products on one thread here too;
+        # so is the gathering of Gram rows
+        with threadpool_limits(1, user_api="openmp") if threads > 1 else nullcontext(), \
+                gather_threads(1 if threads > 1 else os.cpu_count() or 1):
             try:
                 return _solve(fit_stats, val_stats, group, columns.start, args, rows)
             finally:

@@ -223,8 +223,9 @@ class WorkingSet:
     def product(self, w: Any) -> Any:
         """``w @ G[U, :]`` ``[B, N]`` of weights ``w`` ``[B, |U|]``."""
         xp, k = self.device.xp, self.size
-        if xp is np:  # sparse times dense: reads only the rows of non-zero weights, in place (4x a GEMM)
-            product = sparse.csr_array(w) @ self.rows[:k, :]
+        if xp is np:  # sparse times dense: reads only the rows of non-zero weights, in place (4x a GEMM);
+            # column-major, each row once for all the targets that use it (1.15-1.4x row-major, measured)
+            product = sparse.csc_array(w) @ self.rows[:k, :]
         elif (used := used_features(w, xp)).shape[0] > k // 4:  # most rows: one GEMM on the rows in place
             product = w @ self.rows[:k, :]
         else:
