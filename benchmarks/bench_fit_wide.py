@@ -18,6 +18,7 @@ process, sampling the resident memory of the whole process tree every 20 ms (ben
    --overwrite``: the persisted statistics are reused (its log shows a pass of 0.0 s: no mask read).
 
 Parts run in that order (``--parts``), each in a fresh process; results accumulate in JSON.
+Part ``skglm`` needs ``pip install -e ".[bench]"``.
 
     python benchmarks/bench_fit_wide.py [--train 50000] [--models 20000] [--eval-models 1000]
         [--targets 1000] [--parts source,fit,floor,skglm,refit] [--out bench-out/wide]
