@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import BUCKET, EXAMPLE, dead_pid, error_lines, upload, write_layout
+from conftest import BUCKET, EXAMPLE, dead_pid, error_lines, fresh_stderr, upload, write_layout
 from dmstore.conversion.convert import convert
 from dmstore.conversion.verify import verify
 
@@ -251,6 +251,7 @@ def test_datamodels_round_trip_through_pt(layout, tmp_path):
 
 
 def cli_error(capsys, argv) -> str:
+    fresh_stderr(capsys)
     code = main(argv)
     lines = error_lines(capsys.readouterr().err)
     assert code == 2, lines
@@ -381,6 +382,7 @@ def small_disk(tmp_path):
 def test_full_disk_stops_clearly_and_resumes(layout, small_disk, capsys):
     root, arrays = layout
     dest = small_disk / "d.zarr"
+    fresh_stderr(capsys)
     assert main(convert_args(root, dest)) == 1
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("dmstore: error: ") and "is full" in err[0]

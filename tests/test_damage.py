@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import error_lines
+from conftest import error_lines, fresh_stderr
 
 import dmstore
 from dmstore.cli import main
@@ -61,6 +61,7 @@ def test_each_analysis_refuses_damaged_data_in_one_line(converted, tmp_path, cap
     damage(store, array, how)
     out = tmp_path / "stats.zarr"
     argv = [args[0], str(store), *[a.replace("{out}", str(out)) for a in args[1:]], "--no-progress"]
+    fresh_stderr(capsys)
     code = main(argv)
     err = error_lines(capsys.readouterr().err)
     assert code != 0
@@ -101,6 +102,7 @@ def test_a_store_on_s3_with_a_lost_shard_is_refused_too(converted, tmp_path, s3_
     for path in store.rglob("*"):
         if path.is_file():
             s3_client.upload_file(str(path), "stores", f"damaged.zarr/{path.relative_to(store).as_posix()}")
+    fresh_stderr(capsys)
     code = main(["evaluate", "s3://stores/damaged.zarr", "--no-plot", "--no-write", "--no-progress"])
     # the in-process moto server logs its requests to stderr too (when first started by this test)
     err = error_lines(capsys.readouterr().err)
