@@ -425,7 +425,7 @@ def fit_blocks(
         # OpenMP's limit is the calling thread's: torch's int8 products on one thread here too;
         # so is the gathering of Gram rows
         with threadpool_limits(1, user_api="openmp") if threads > 1 else nullcontext(), \
-                gather_threads(1 if threads > 1 else os.cpu_count() or 1):
+                gather_threads(1) if threads > 1 else nullcontext():
             try:
                 return _solve(fit_stats, val_stats, group, columns.start, args, rows)
             finally:
