@@ -245,6 +245,7 @@ def test_counts_held_in_memory_are_exact_and_refused_where_int16_cannot_hold_the
     assert started == [] and alone.tobytes() == pooled.tobytes()
     with pytest.raises(TypeError), gather_threads(2):  # two: the pool again (the stub is no pool)
         gram.centred(many, alone, factors)
+    assert started == [(2,)]  # a pool of the two threads asked for
 
 
 def test_the_gathering_limit_is_the_calling_threads_own_and_restored():
