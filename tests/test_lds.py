@@ -40,9 +40,9 @@ def test_replicated_masks_give_averaged_lds_between_single_lds_and_ceiling(repli
     eval_rows = ds["split"].values == "eval"
     masks = ds["train_masks"].values[eval_rows]
     true = ds["test_margins"].values[eval_rows][:, dm["target"].values].astype(np.float64)
-    predicted = masks.astype(np.float32) @ dm["weight"].values + dm["bias"].values
-    # the masks group the rows: 60 masks, 4 models each
-    _, groups, counts = np.unique(masks, axis=0, return_inverse=True, return_counts=True)
+    # the masks group the rows: 60 masks, 4 models each, one prediction per mask
+    distinct, groups, counts = np.unique(masks, axis=0, return_inverse=True, return_counts=True)
+    predicted = (distinct.astype(np.float64) @ dm["weight"].values + dm["bias"].values)[groups]
     assert result.attrs["n_masks"] == 60 and (counts == 4).all()
     _, stored_groups = np.unique(result["mask"].values, return_inverse=True)
     np.testing.assert_array_equal(np.unique(np.c_[stored_groups, groups], axis=0).shape, (60, 2))  # same partition
@@ -67,6 +67,26 @@ def test_replicated_masks_give_averaged_lds_between_single_lds_and_ceiling(repli
         for side in ("models", "targets"):
             low, high = attrs[f"{key}_interval_{side}"]
             assert low < attrs[key] < high
+
+
+def test_replicates_rounded_apart_are_tied_again_to_the_exact_ranks():
+    """A product that rounds one mask's replicates a ulp apart breaks their tie and moves the
+    Spearman correlation; :func:`lds.tied` gives back the exact ties (scipy's average ranks)."""
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(30), 4)
+    exact = rng.standard_normal((30, 5)).astype(np.float32)[groups]
+    true = exact + rng.standard_normal(exact.shape).astype(np.float32)
+    rounded = exact.copy()
+    rounded[1::4] = np.nextafter(rounded[1::4], np.float32(np.inf))  # the 2nd replicate a ulp higher
+    rounded[3::4] = np.nextafter(rounded[3::4], np.float32(-np.inf))  # the 4th a ulp lower
+    reference = scipy_spearman(exact, true)
+    assert np.abs(lds.spearman(rounded, true) - reference).max() > 1e-3
+    np.testing.assert_array_equal(lds.tied(rounded, groups), exact)
+    np.testing.assert_allclose(lds.spearman(lds.tied(rounded, groups), true), reference, rtol=1e-12)
+    shuffled = rng.permutation(groups.size)  # groups in any order: each row takes its group's first
+    first = {g: rounded[shuffled][i] for i, g in reversed(list(enumerate(groups[shuffled])))}
+    np.testing.assert_array_equal(lds.tied(rounded[shuffled], groups[shuffled]),
+                                  np.stack([first[g] for g in groups[shuffled]]))
 
 
 def test_bootstrap_intervals_cover_the_lds_of_new_evaluation_models_as_often_as_stated():

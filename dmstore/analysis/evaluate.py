@@ -207,6 +207,7 @@ def evaluate(
             predicted = predict(masks, dm["weight"].data[:, cols], np.zeros_like(bias))
             true = margins[:, columns[cols]].astype(np.float32)
             predicted, true = _gather(client, [predicted, true], bands, bar)
+            predicted = lds.tied(predicted, groups)  # a mask's replicates: one prediction, exact ties
             batch_scores, batch_resampled = _batch_scores(predicted, true, bias, groups, counts)
             for key, values in batch_scores.items():
                 per_target.setdefault(key, []).append(values)
