@@ -21,7 +21,7 @@ from dmstore.errors import DmstoreError
 from dmstore.fitting import fit as fit_module
 from dmstore.fitting import solver
 from dmstore.fitting.device import Device
-from dmstore.fitting.fit import batches, fit, target_blocks, target_columns, validation_count
+from dmstore.fitting.fit import fit, target_blocks, target_columns, validation_count
 from dmstore.fitting.moments import Moments, in_memory
 from dmstore.io.cluster import dask_client
 from dmstore.io.datamodels import read_datamodels
@@ -245,20 +245,6 @@ def test_target_ranges_fill_one_group_and_an_interrupted_fit_finishes_the_same(s
 )
 def test_target_blocks_are_aligned(columns, block, expected):
     assert target_blocks(columns, block) == expected
-
-
-@pytest.mark.parametrize(
-    ("blocks", "targets", "expected"),
-    [
-        ([(0, 256), (256, 512), (512, 797)], 4096, [[(0, 256), (256, 512), (512, 797)]]),
-        ([(0, 4), (4, 8), (12, 16)], 8, [[(0, 4), (4, 8)], [(12, 16)]]),  # a gap starts another batch
-        ([(0, 4), (4, 8), (8, 12)], 8, [[(0, 4), (4, 8)], [(8, 12)]]),  # at most 8 targets together
-        ([(0, 10), (10, 12)], 4, [[(0, 10)], [(10, 12)]]),  # a block longer than a batch stays alone
-        ([], 8, []),
-    ],
-)
-def test_dense_blocks_are_solved_in_batches_of_contiguous_blocks(blocks, targets, expected):
-    assert batches(blocks, targets) == expected
 
 
 def test_target_blocks_leave_out_what_is_done():

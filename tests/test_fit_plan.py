@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting.plan import (
-    DENSE_TARGETS,
     MIN_CAP,
     SOLVER_CAP,
     pass_bytes,
@@ -83,7 +82,6 @@ def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(
         return
     assert plan.peak <= memory
     assert min(MIN_CAP, n_train) <= plan.cap <= n_train
-    assert plan.batch == block or (plan.dense and plan.batch % block == 0 and plan.batch <= max(block, DENSE_TARGETS))
     assert 1 <= plan.solvers <= solvers and (plan.solvers == 1 or plan.cap >= min(SOLVER_CAP, n_train))
     assert not (plan.dense and plan.solvers > 1)
     assert plan.cache_gram or not plan.hold_counts  # the pass holds counts only for a solver that keeps them
@@ -101,4 +99,3 @@ def test_any_plan_stays_within_its_budget_and_uses_more_memory_for_more_work(
 def test_narrow_problems_are_solved_on_the_whole_gram(n_train, dense):
     plan = plan_fit(n_train, 10_000, 2048, 256, 16 * GiB, 1_000)
     assert plan.dense is dense
-    assert plan.batch == (DENSE_TARGETS if dense else 256)  # dense: blocks solved together

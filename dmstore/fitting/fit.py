@@ -402,17 +402,19 @@ def _check_data(moments: Moments, target: str, columns: slice) -> None:
         )
 
 
-def fit_blocks(
-    store: str, target: str, blocks: list[tuple[int, int]], args: dict, storage_options: dict | None
-) -> None:
-    """Fit, write and record the target ``blocks`` (contiguous) from the persisted statistics:
-    solved together (one batch where the plan is dense, else groups of ``SOLVE_TARGETS``, the
-    plan's ``solvers`` at a time on threads, each with one BLAS thread), each block written and
-    recorded."""
-    columns = slice(blocks[0][0], blocks[-1][1])
+def fit_block(store: str, target: str, block: tuple[int, int], args: dict, storage_options: dict | None) -> None:
+    """Fit, write and record the target ``block`` from the persisted statistics: one batch where
+    the plan is dense, else groups of ``SOLVE_TARGETS``, the plan's ``solvers`` at a time on
+    threads, each with one BLAS thread.
+
+    A block is solved on its own: a BLAS may round a row of a product by the rows beside it, so a
+    batch across blocks would make a fit resumed after a kill, or a cluster's tasks, differ from
+    an uninterrupted fit in the last bits."""
+    start, stop = block
+    columns = slice(start, stop)
     fit_stats = Moments(store, "fit", storage_options).statistics(target, columns, in_memory=args["cache_gram"])
     val_stats = Moments(store, "val", storage_options).statistics(target, columns)
-    width = columns.stop - columns.start
+    width = stop - start
     step = width if args["dense"] else SOLVE_TARGETS  # dense: one batch
     groups = [slice(a, min(a + step, width)) for a in range(0, width, step)]
     threads = min(args["solvers"], len(groups))
@@ -427,35 +429,20 @@ def fit_blocks(
         with threadpool_limits(1, user_api="openmp") if threads > 1 else nullcontext(), \
                 gather_threads(1) if threads > 1 else nullcontext():
             try:
-                return _solve(fit_stats, val_stats, group, columns.start, args, rows)
+                return _solve(fit_stats, val_stats, group, start, args, rows)
             finally:
                 buffers.put(rows)
 
     with threadpool_limits(1) if threads > 1 else nullcontext(), ThreadPoolExecutor(threads) as pool:
         parts = list(pool.map(solve, groups))
-    solved = [np.concatenate([p[i] for p in parts], axis=-1) for i in range(5)]
-    for start, stop in blocks:
-        local = slice(start - columns.start, stop - columns.start)
-        weight, bias, lam, gap, r2 = (a[..., local] for a in solved)
-        summary = {
-            "lam": [float(v) for v in lam],
-            "nonzeros": [int(v) for v in (weight != 0).sum(axis=0)],
-            "val_r2": [float(v) if np.isfinite(v) else None for v in r2],
-            "not_converged": int((gap > args["tol"]).sum()),
-        }
-        write_block(store, target, start, weight, bias, lam, summary, storage_options)
-
-
-def batches(blocks: list[tuple[int, int]], targets: int) -> list[list[tuple[int, int]]]:
-    """Runs of contiguous ``blocks`` of at most ``targets`` targets (a block longer stays alone)."""
-    runs: list[list[tuple[int, int]]] = []
-    for block in blocks:
-        run = runs[-1] if runs else None
-        if run and run[-1][1] == block[0] and block[1] - run[0][0] <= targets:
-            run.append(block)
-        else:
-            runs.append([block])
-    return runs
+    weight, bias, lam, gap, r2 = (np.concatenate([p[i] for p in parts], axis=-1) for i in range(5))
+    summary = {
+        "lam": [float(v) for v in lam],
+        "nonzeros": [int(v) for v in (weight != 0).sum(axis=0)],
+        "val_r2": [float(v) if np.isfinite(v) else None for v in r2],
+        "not_converged": int((gap > args["tol"]).sum()),
+    }
+    write_block(store, target, start, weight, bias, lam, summary, storage_options)
 
 
 def _solve(
@@ -500,12 +487,12 @@ def _checked_cluster(scheduler: Any, budget: int, plan: FitPlan) -> Iterator[Any
 
 
 def _block_device(args: dict) -> Device:
-    """The device of :func:`fit_blocks`' ``args``, with int8 products only where the plan has them."""
+    """The device of :func:`fit_block`'s ``args``, with int8 products only where the plan has them."""
     return replace(device_of(args["device"]), int8=args["int8"])
 
 
 def _block_args(options: dict, plan: FitPlan) -> dict:
-    """The arguments of :func:`fit_blocks` for blocks solved under ``plan``."""
+    """The arguments of :func:`fit_block` for blocks solved under ``plan``."""
     return dict(options, dtype=DTYPES[options["dtype"]], cap=plan.cap, cache_gram=plan.cache_gram, dense=plan.dense,
                 solvers=plan.solvers, int8=plan.int8)
 
@@ -527,9 +514,9 @@ def _run_blocks(
     another cluster, whose workers' memory limits must hold a block solved under ``plan``.
     ``sizes`` are the arguments of :func:`plan_fit` but the memory."""
     if scheduler is None:
-        for run in batches(blocks, plan.batch):
-            fit_blocks(store, target, run, _block_args(options, plan), storage_options)
-            progress(run[-1][1] - run[0][0])
+        for block in blocks:
+            fit_block(store, target, block, _block_args(options, plan), storage_options)
+            progress(block[1] - block[0])
         return
     from dask.distributed import as_completed
 
@@ -544,7 +531,7 @@ def _run_blocks(
     with budget_client(scheduler, budget, driver=BASE, worker=need, option="--memory") as client:
         args = _block_args(options, plan)
         futures = {
-            client.submit(fit_blocks, store, target, [(a, b)], args, storage_options, pure=False): b - a
+            client.submit(fit_block, store, target, (a, b), args, storage_options, pure=False): b - a
             for a, b in blocks
         }
         for future in as_completed(futures, loop=client.loop):

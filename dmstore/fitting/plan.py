@@ -60,9 +60,6 @@ INT8_CHUNK = 4096
 #: Targets solved together inside a block: their working sets are shared, so more targets make a
 #: larger set; measured at CIFAR-10 width, 1 to 8 cost the same per target (0.70-0.76 s).
 SOLVE_TARGETS = 4
-#: Dense problems solve up to this many targets in one batch (several blocks: the per-iteration
-#: costs are shared; measured on the digits example, 797 targets, 1.2x faster than blocks of 256).
-DENSE_TARGETS = 4096
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,6 @@ class FitPlan:
     dense: bool
     peak: int
     solver_peak: int
-    batch: int
     solvers: int = 1
     hold_counts: bool = False
     int8: bool = False
@@ -174,13 +170,7 @@ def plan_fit(
     cap = largest_cap(n_train, block, memory, cache_gram, val_rows, count, int8)
     solver_peak = solver_bytes(n_train, block, cap, cache_gram, val_rows, count, int8)
     peak = max(pass_bytes(n_train, rows, shard_rows, tile, cache, target_blocks, int8) + held, solver_peak)
-    batch = block  # targets solved together in this process: dense ones as many blocks as fit
-    while dense and 2 * batch <= DENSE_TARGETS:
-        if solver_bytes(n_train, 2 * batch, cap, cache_gram, val_rows, int8=int8) > memory:
-            break
-        batch *= 2
-    peak = max(peak, solver_bytes(n_train, batch, cap, cache_gram, val_rows, int8=int8))
-    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak, solver_peak, batch, count, hold, int8)
+    return FitPlan(tile, cache, target_blocks, cap, cache_gram, dense, peak, solver_peak, count, hold, int8)
 
 
 def largest_cap(
