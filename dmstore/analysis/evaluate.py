@@ -68,6 +68,7 @@ def _client(ds: xr.Dataset, target: str, scheduler: Any, memory: int, max_memory
         parse_budget(max_memory),
         driver=DRIVER_BYTES + memory,
         worker=WORKER_BYTES + int(TASK_MEMORY_FACTOR * task),
+        threads=True,
     )
 
 
@@ -146,8 +147,8 @@ def evaluate(
         With ``scores`` and ``write``: keep the scores and their evaluation in the store as
         ``attributions/{name}`` (default: the file's name without its suffix).
     scheduler
-        ``None`` or ``"local"`` (a local cluster of worker processes), a scheduler address or a
-        ``dask.distributed.Client``.
+        ``None`` (threads of this process), ``"local"`` (a local cluster of worker processes), a
+        scheduler address or a ``dask.distributed.Client``.
     plot
         Where to write a PNG (predicted vs true margins of a few targets, the per-target
         correlations with their ceiling); no plot by default.

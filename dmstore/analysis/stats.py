@@ -109,8 +109,8 @@ def stats(
         Example indices of the ``target`` split whose difference-of-means influence of every
         training example is estimated (none by default).
     scheduler
-        ``None`` or ``"local"`` (a local cluster of worker processes), a scheduler address or a
-        ``dask.distributed.Client``.
+        ``None`` (threads of this process), ``"local"`` (a local cluster of worker processes), a
+        scheduler address or a ``dask.distributed.Client``.
     max_memory
         Bound on the peak memory of the whole run on a local cluster (this process and its
         workers, :func:`dmstore.io.cluster.budget_client`); on another cluster each worker's
@@ -138,6 +138,7 @@ def stats(
         parse_budget(max_memory),
         driver=DRIVER_BYTES + sums,
         worker=WORKER_BYTES + int(BAND_MEMORY_FACTOR * band_bytes(ds, names, bands)),
+        threads=True,
     ) as client:
         futures = client.compute(
             [band_sums(ds.isel(model=band).chunk(model=SUB_BAND), targets, target) for band in bands]

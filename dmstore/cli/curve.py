@@ -25,7 +25,7 @@ def register(subparsers, summary: str) -> None:
     plot.add_argument("--plot", metavar="PNG", help="plot file (default: curve-TARGET.png here)")
     plot.add_argument("--no-plot", dest="plot", action="store_const", const="", help="no plot")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    add_scheduler_option(parser, "by default each fit runs in this process, the evaluations on one local cluster")
+    add_scheduler_option(parser, "by default each fit runs in this process, the evaluations on threads of this process")
     parser.set_defaults(func=run)
 
 

@@ -50,7 +50,7 @@ def register(subparsers, summary: str) -> None:
     )
     add_memory_option(parser, "the whole run: this process and its local workers")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    add_scheduler_option(parser)
+    add_scheduler_option(parser, "by default the bands run on threads of this process")
     parser.set_defaults(func=run)
 
 

@@ -39,7 +39,7 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument("--out", metavar="ZARR", help="also save the statistics as a Zarr store")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_memory_option(parser, "the whole run: this process and its local workers")
-    add_scheduler_option(parser)
+    add_scheduler_option(parser, "by default the bands run on threads of this process")
     parser.set_defaults(func=run)
 
 

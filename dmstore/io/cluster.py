@@ -1,9 +1,9 @@
 """Where Dask work runs: a local cluster of worker processes, or a cluster the user already has.
 
 ``scheduler`` means the same in every dmstore function and command: ``None`` is the job's default
-on one machine (threads of this process for convert and verify, whose reads, codecs, checksums and
-writes release the GIL; a local cluster of worker processes for evaluate and stats; this process
-for fit, whose target blocks share the counts it holds in memory), ``"local"`` a local cluster of
+on one machine (threads of this process for convert, verify, evaluate and stats, whose reads,
+codecs, checksums, products and sums release the GIL; this process for fit, whose target blocks
+share the counts it holds in memory), ``"local"`` a local cluster of
 worker processes, an address (``tcp://host:8786``) or a ``Client`` that cluster. The dashboard
 link is logged (logger ``dmstore``; the CLI prints it) when a cluster starts or is joined.
 
