@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import zarr
 
+import dmstore
+
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"io": 0, "conversion": 1, "fitting": 1, "analysis": 1, "experiment": 2, "cli": 3}
 
@@ -92,6 +94,11 @@ def test_import_and_the_cli_start_with_only_what_they_need(tmp_path):
     zarr.open_group(store, mode="w", zarr_format=3).create_array("train_margins", shape=(4, 3), dtype="f2")
     info = f"from dmstore.cli import main\nmain(['info', {str(store)!r}])"
     assert loaded_after(info)["heavy"] == []
+    # a training job writing its rows into an experiment store (started once per job, often killed)
+    dmstore.create(str(tmp_path / "run.zarr"), train=5, test=2, models=4, eval_models=1)
+    write = f"import dmstore\nwith dmstore.writer({str(tmp_path / 'run.zarr')!r}) as w:\n" \
+            "    w.write(0, train_masks=[1, 0, 1, 0, 1], train_margins=[0.0] * 5, test_margins=[1.0, 2.0])"
+    assert loaded_after(write)["heavy"] == []
     # and the API and the accessor load when used
     used = "import dmstore, xarray as xr\ndmstore.fit\nxr.Dataset().dm"
     assert set(loaded_after(used)["heavy"]) >= {"dask.array", "scipy"}

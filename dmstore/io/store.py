@@ -10,7 +10,6 @@ import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-import dask.array as da
 import fsspec
 import google_crc32c
 import numpy as np
@@ -76,6 +75,8 @@ def create_skeleton(
     dest: str, plans: Iterable[ArrayLayout], coords: dict[str, Any], attrs: dict, storage_options: dict | None
 ) -> None:
     """Write metadata and coordinates of an empty store; the data arrays are left unwritten."""
+    import dask.array as da  # here only: a writer's job and the light commands start without it
+
     plans = list(plans)
     variables, encoding = {}, {}
     for p in plans:
