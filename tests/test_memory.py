@@ -29,6 +29,7 @@ def run_measured(argv: list[str]) -> tuple[int, dict[int, int], str]:
     process (a worker). A short-lived helper such as ``ldconfig``, seen once at 1.4 MB, counts in
     the peak but is no worker; nor is a fork caught before its ``exec``: it still has the parent's
     command line and, shared, the parent's RSS (seen once in CI at 147 MB, under convert)."""
+    began = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak, children = 0, {}
 
@@ -61,7 +62,9 @@ def run_measured(argv: list[str]) -> tuple[int, dict[int, int], str]:
     sampler.join()
     assert process.returncode == 0, output
     largest = max(children.values(), default=0) / 2**20
-    print(f"{argv[3]}: peak {peak / 2**20:.0f} MiB, {len(children)} children, largest {largest:.0f} MiB")
+    seconds = time.monotonic() - began
+    print(f"{argv[3]}: peak {peak / 2**20:.0f} MiB, {len(children)} children,",
+          f"largest {largest:.0f} MiB, {seconds:.1f} s")
     return peak, children, output
 
 
@@ -107,7 +110,7 @@ def test_peak_memory_within_budget_and_each_worker_within_its_share(tmp_path):
         ["verify", str(store)],
         stats,
         ["evaluate", str(store), "--no-plot", "--no-write", "--memory", str(batch)],
-        [*stats, "--scheduler", "local"],
+        ["stats", str(store), "--no-plot", "--scheduler", "local"],
     ):
         peak, children, output = run_measured(
             [sys.executable, "-m", "dmstore", *command, "--no-progress", "--max-memory", str(BUDGET)]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from dask import delayed
 from dask.distributed import as_completed
 from tqdm.auto import tqdm
 
@@ -21,19 +22,30 @@ from dmstore.io.rows import band_bytes, model_bands, written_models
 
 SPLITS = ("train", "test")
 SUB_BAND = 256  # model rows of a band summed at once (as float64)
-#: Peak bytes of a stats worker per byte of its band as stored: the band of every array read and
-#: the float64 sums of a sub-band (tests/test_memory.py measured 2.7 on 6,000 training examples).
+#: Peak bytes of a stats task per byte of its band as stored: the band of every array read and
+#: the float64 sums of a sub-band (measured 2.6 with tracemalloc on a CIFAR-width band of 2,048 x
+#: 50,000 masks and 20 influence targets; tests/test_memory.py measures the whole run).
 BAND_MEMORY_FACTOR = 3.5
 
 
 def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str = "test") -> xr.Dataset:
-    """Lazy sufficient statistics of the model rows of ``ds`` (one band), all additive over bands.
+    """Sufficient statistics of the model rows of ``ds`` (one band, in memory), all additive over
+    bands, summed ``SUB_BAND`` rows at a time in float64.
 
     Returns ``n`` (models); per margins variable ``{split}_sum``, ``{split}_sumsq``,
     ``{split}_positive`` (``split``); ``mask_count`` (``train``); with ``targets`` (example
     indices of ``target``) also ``target_sum`` (``target``) and ``influence_in`` (``train``,
     ``target``): the sum of the target's margins over the models whose subset holds the example.
     """
+    parts = [
+        _sub_band_sums(ds.isel(model=slice(a, a + SUB_BAND)), targets, target)
+        for a in range(0, max(ds.sizes["model"], 1), SUB_BAND)
+    ]
+    return sum(parts[1:], parts[0])
+
+
+def _sub_band_sums(ds: xr.Dataset, targets: Sequence[int] | None, target: str) -> xr.Dataset:
+    """:func:`band_sums` of a few rows at once."""
     sums = {"n": xr.DataArray(ds.sizes["model"])}
     for split in SPLITS:
         name = f"{split}_margins"
@@ -94,7 +106,7 @@ def stats(
 ) -> xr.Dataset:
     """Per-example statistics of a store in one pass over shard-aligned bands of model rows.
 
-    Each band is reduced on Dask to its :func:`band_sums`, ``SUB_BAND`` rows at a time; the
+    Each band is one Dask task: read, then reduced to its :func:`band_sums`; the
     client adds them up as they arrive, so it holds two sets of sums: ``N_train x (4 +
     len(targets))`` and ``N_test x 3`` float64 numbers each. A worker holds one band of each array
     as stored and the float64 sums of a sub-band (``BAND_MEMORY_FACTOR`` x the band at peak).
@@ -140,9 +152,8 @@ def stats(
         worker=WORKER_BYTES + int(BAND_MEMORY_FACTOR * band_bytes(ds, names, bands)),
         threads=True,
     ) as client:
-        futures = client.compute(
-            [band_sums(ds.isel(model=band).chunk(model=SUB_BAND), targets, target) for band in bands]
-        )
+        # one task a band: its reads (the checked path), then its sums in memory
+        futures = client.compute([delayed(band_sums)(ds.isel(model=band), targets, target) for band in bands])
         for _, part in tqdm(
             as_completed(futures, loop=client.loop, with_results=True),
             total=len(futures),
