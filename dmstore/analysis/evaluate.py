@@ -157,8 +157,9 @@ def evaluate(
     memory
         Bytes for one batch of targets (weights and gathered margins).
     max_memory
-        Bound on the peak memory of the whole run on a local cluster (this process with its
-        ``memory`` and the workers, :func:`dmstore.io.cluster.budget_client`); on another cluster
+        Bound on the peak memory of the whole run on this machine (this process with its
+        ``memory`` and its threads, or the workers of ``"local"``,
+        :func:`dmstore.io.cluster.budget_client`); on another cluster
         each worker's memory limit must hold one task.
     seed
         Seed of the bootstrap resamples.

@@ -124,9 +124,9 @@ def stats(
         ``None`` (threads of this process), ``"local"`` (a local cluster of worker processes), a
         scheduler address or a ``dask.distributed.Client``.
     max_memory
-        Bound on the peak memory of the whole run on a local cluster (this process and its
-        workers, :func:`dmstore.io.cluster.budget_client`); on another cluster each worker's
-        memory limit must hold one band.
+        Bound on the peak memory of the whole run on this machine (this process and its
+        threads, or the workers of ``"local"``, :func:`dmstore.io.cluster.budget_client`); on
+        another cluster each worker's memory limit must hold one band.
 
     Returns
     -------

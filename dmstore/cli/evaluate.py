@@ -48,7 +48,7 @@ def register(subparsers, summary: str) -> None:
         default=f"{MEMORY >> 20}MiB",
         help="memory for one batch of targets: its weights and gathered margins (default: %(default)s)",
     )
-    add_memory_option(parser, "the whole run: this process and its local workers")
+    add_memory_option(parser, "the whole run: this process and any local workers")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_scheduler_option(parser, "by default the bands run on threads of this process")
     parser.set_defaults(func=run)

@@ -38,7 +38,7 @@ def register(subparsers, summary: str) -> None:
     plot.add_argument("--no-plot", dest="plot", action="store_const", const="", help="no plot")
     parser.add_argument("--out", metavar="ZARR", help="also save the statistics as a Zarr store")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    add_memory_option(parser, "the whole run: this process and its local workers")
+    add_memory_option(parser, "the whole run: this process and any local workers")
     add_scheduler_option(parser, "by default the bands run on threads of this process")
     parser.set_defaults(func=run)
 
