@@ -4,6 +4,7 @@ and the difference-of-means influence estimate."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -152,16 +153,23 @@ def stats(
         worker=WORKER_BYTES + int(BAND_MEMORY_FACTOR * band_bytes(ds, names, bands)),
         threads=True,
     ) as client:
-        # one task a band: its reads (the checked path), then its sums in memory
-        futures = client.compute([delayed(band_sums)(ds.isel(model=band), targets, target) for band in bands])
-        for _, part in tqdm(
-            as_completed(futures, loop=client.loop, with_results=True),
-            total=len(futures),
-            desc="stats",
-            unit="band",
-            disable=not progress,
-        ):
+        # one task a band: its reads (the checked path), then its sums in memory; one band in
+        # flight per thread of the cluster, so that no worker reads a band ahead of its sums
+        todo = iter(bands)
+
+        def submit(band: Any) -> Any:
+            return client.compute(delayed(band_sums)(ds.isel(model=band), targets, target))
+
+        running = as_completed(
+            [submit(band) for band in islice(todo, sum(client.nthreads().values()))],
+            loop=client.loop,
+            with_results=True,
+        )
+        for _, part in tqdm(running, total=len(bands), desc="stats", unit="band", disable=not progress):
             total = part if total is None else total + part
+            band = next(todo, None)
+            if band is not None:
+                running.add(submit(band))
     result = finalize(total)
     result.attrs = {"models": models, "n_models": int(total["n"]), **written_models(ds)}
     if "pct" in ds.attrs:
