@@ -88,8 +88,8 @@ def test_the_commands_on_a_cluster_with_the_store_on_s3_equal_the_local_ones(clu
     assert main(["fit", remote, *fit, "--scheduler", cluster]) == 0
     assert main(["fit", local, *fit]) == 0  # in this process
     ours, theirs = dmstore.read_datamodels(remote, "test"), dmstore.read_datamodels(local, "test")
-    np.testing.assert_allclose(ours["weight"].values, theirs["weight"].values, atol=1e-6)
-    np.testing.assert_allclose(ours["bias"].values, theirs["bias"].values, atol=1e-6)
+    np.testing.assert_array_equal(ours["weight"].values, theirs["weight"].values)
+    np.testing.assert_array_equal(ours["bias"].values, theirs["bias"].values)
 
     scored = dmstore.evaluate(remote, "test", scheduler=cluster, write=False, progress=False)
     expected = dmstore.evaluate(local, "test", write=False, progress=False)
