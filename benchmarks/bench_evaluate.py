@@ -4,7 +4,8 @@ A store as wide as CIFAR-10 (50,000 training examples; convert's chunk/shard lay
 with 10,000 evaluation models and a few hundred test targets is written once (out of core, from
 Dask random arrays), with sparse datamodels. Then, in fresh processes:
 
-- ``dmstore``: ``evaluate(store)`` on a local cluster of worker processes (the default);
+- ``dmstore``: ``evaluate(store)`` on threads of its process (the default; ``scheduler="local"`` for
+  worker processes);
 - ``numpy``: what a user writes: load the evaluation rows, ``masks @ weight + bias`` in float32,
   ``scipy.stats.spearmanr`` and ``np.corrcoef`` per target.
 
