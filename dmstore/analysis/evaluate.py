@@ -159,8 +159,8 @@ def evaluate(
     max_memory
         Bound on the peak memory of the whole run on this machine (this process with its
         ``memory`` and its threads, or the workers of ``"local"``,
-        :func:`dmstore.io.cluster.budget_client`); on another cluster
-        each worker's memory limit must hold one task.
+        :func:`dmstore.io.cluster.budget_client`); on another cluster each worker's memory limit
+        must hold one task.
     seed
         Seed of the bootstrap resamples.
 

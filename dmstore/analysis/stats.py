@@ -109,7 +109,7 @@ def stats(
 
     Each band is one Dask task: read, then reduced to its :func:`band_sums`; the
     client adds them up as they arrive, so it holds two sets of sums: ``N_train x (4 +
-    len(targets))`` and ``N_test x 3`` float64 numbers each. A worker holds one band of each array
+    len(targets))`` and ``N_test x 3`` float64 numbers each. A task holds one band of each array
     as stored and the float64 sums of a sub-band (``BAND_MEMORY_FACTOR`` x the band at peak).
 
     Parameters
