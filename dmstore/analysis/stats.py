@@ -3,7 +3,7 @@ and the difference-of-means influence estimate."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -31,36 +31,52 @@ BAND_MEMORY_FACTOR = 3.5
 
 def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str = "test") -> xr.Dataset:
     """Sufficient statistics of the model rows of ``ds`` (one band, in memory), all additive over
-    bands, summed ``SUB_BAND`` rows at a time in float64.
+    bands, summed ``SUB_BAND`` rows at a time in float64 through one buffer (``SUB_BAND x N``
+    float64, reused: no allocation per sub-band).
 
     Returns ``n`` (models); per margins variable ``{split}_sum``, ``{split}_sumsq``,
     ``{split}_positive`` (``split``); ``mask_count`` (``train``); with ``targets`` (example
     indices of ``target``) also ``target_sum`` (``target``) and ``influence_in`` (``train``,
     ``target``): the sum of the target's margins over the models whose subset holds the example.
     """
-    parts = [
-        _sub_band_sums(ds.isel(model=slice(a, a + SUB_BAND)), targets, target)
-        for a in range(0, max(ds.sizes["model"], 1), SUB_BAND)
-    ]
-    return sum(parts[1:], parts[0])
-
-
-def _sub_band_sums(ds: xr.Dataset, targets: Sequence[int] | None, target: str) -> xr.Dataset:
-    """:func:`band_sums` of a few rows at once."""
-    sums = {"n": xr.DataArray(ds.sizes["model"])}
+    n = ds.sizes["model"]
+    masks = ds["train_masks"].values
+    width = max([ds.sizes[split] for split in SPLITS if f"{split}_margins" in ds] + [masks.shape[1]])
+    buffer = np.empty((min(SUB_BAND, n), width))
+    sums: dict[str, Any] = {"n": xr.DataArray(n)}
     for split in SPLITS:
         name = f"{split}_margins"
         if name in ds:
-            margins = ds[name].astype(np.float64)
-            sums[f"{split}_sum"] = margins.sum("model")
-            sums[f"{split}_sumsq"] = (margins**2).sum("model")
-            sums[f"{split}_positive"] = (ds[name] > 0).sum("model")
-    sums["mask_count"] = ds["train_masks"].sum("model")
+            margins = ds[name].values
+            total, squares = np.zeros(margins.shape[1]), np.zeros(margins.shape[1])
+            for _, x in _sub_bands(margins, buffer):
+                total += x.sum(axis=0)
+                squares += np.einsum("ij,ij->j", x, x)
+            sums[f"{split}_sum"] = (split, total)
+            sums[f"{split}_sumsq"] = (split, squares)
+            sums[f"{split}_positive"] = (split, np.count_nonzero(margins > 0, axis=0))
+    sums["mask_count"] = ("train", np.count_nonzero(masks, axis=0))
     if targets is not None:
-        y = ds[f"{target}_margins"].sel({target: list(targets)}).astype(np.float64).rename({target: "target"})
-        sums["target_sum"] = y.sum("model")
-        sums["influence_in"] = xr.dot(ds["train_masks"].astype(np.float64), y, dim="model")
-    return xr.Dataset(sums)
+        y = ds[f"{target}_margins"].isel({target: ds.indexes[target].get_indexer(list(targets))}).values
+        y = y.astype(np.float64)
+        inside = np.zeros((masks.shape[1], y.shape[1]))
+        for rows, x in _sub_bands(masks, buffer):
+            inside += x.T @ y[rows]
+        sums["target_sum"] = ("target", y.sum(axis=0))
+        sums["influence_in"] = (("train", "target"), inside)
+    coords = {split: ds[split] for split in SPLITS if split in ds.coords}
+    if targets is not None:
+        coords["target"] = xr.DataArray(list(targets), dims="target")
+    return xr.Dataset(sums, coords=coords)
+
+
+def _sub_bands(rows: np.ndarray, buffer: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """Each ``SUB_BAND`` rows of ``rows`` and their float64 copy, in a view of ``buffer``."""
+    for start in range(0, rows.shape[0], SUB_BAND):
+        part = rows[start : start + SUB_BAND]
+        x = buffer[: part.shape[0], : part.shape[1]]
+        np.copyto(x, part)
+        yield slice(start, start + part.shape[0]), x
 
 
 def finalize(sums: xr.Dataset) -> xr.Dataset:

@@ -14,17 +14,21 @@ memory limit must hold one task, or the command refuses before it starts.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask.config
 from dask.distributed import Client, LocalCluster
 
 from dmstore.errors import DmstoreError
 from dmstore.io.budget import WORKER_BYTES, local_workers, worker_share
 
 logger = logging.getLogger("dmstore")
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter (malloc.h)
 
 
 @contextmanager
@@ -69,6 +73,8 @@ def dask_client(
             yield client
         return
     in_process = threads and scheduler is None
+    if in_process:
+        trim_freed_memory()
     cluster = LocalCluster(
         n_workers=1 if in_process else n_workers,
         threads_per_worker=(n_workers or os.cpu_count() or 1) if in_process else 1,
@@ -87,6 +93,22 @@ def dask_client(
             what = f"{len(cluster.workers)} worker processes"
         logger.info("started a local Dask cluster of %s (dashboard %s)", what, link)
         yield client
+
+
+def trim_freed_memory() -> None:
+    """Have this process's C allocator give freed memory back to the system, as Dask's nanny has
+    its worker processes do (``MALLOC_TRIM_THRESHOLD_`` of ``distributed.nanny.pre-spawn-environ``,
+    64 KiB). Otherwise glibc keeps what the threads of a cluster in this process freed: stats on 2
+    threads of a 24,000 x 6,000 store peaked at 610 MiB instead of 323 MiB (tests/test_memory.py).
+    Process-wide and lasting; nothing where the C library is not glibc."""
+    threshold = dask.config.get("distributed.nanny.pre-spawn-environ", {}).get("MALLOC_TRIM_THRESHOLD_")
+    if not threshold or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # another C library (musl)
+        return
+    libc.mallopt(M_TRIM_THRESHOLD, int(threshold))
 
 
 @contextmanager
