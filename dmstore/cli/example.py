@@ -47,7 +47,7 @@ def register(subparsers, summary: str) -> None:
         "the replicate-averaged LDS and the noise ceiling; default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--workers", type=int, help="training processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="training threads (default: one per core)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier example with other parameters for this PCT"
     )
