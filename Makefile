@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=30
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=30
 
 clean:
 	rm -rf $(VENV) demo-out bench-out

@@ -36,7 +36,8 @@ parallel = true
 patch = subprocess
 data_file = $dir/.coverage
 EOF
-    workers=$(grep -o -- "-n auto --dist loadfile" Makefile || true)  # the commit's own pytest workers
+    # the commit's own pytest workers and scheduling (the options of its Makefile's pytest line)
+    workers=$(grep -o -- "-n auto --dist [a-z]*\( --no-loadscope-reorder\)\?" Makefile || true)
     .venv/bin/coverage run --rcfile=.coveragerc.suite -m pytest -q -p no:cacheprovider $workers > cover.log 2>&1 || true
     summary=$(grep -E "^([0-9]+ failed, )?[0-9]+ passed" cover.log | tail -1)
     .venv/bin/coverage combine -q --rcfile=.coveragerc.suite
