@@ -2,7 +2,8 @@
 
 example (train small networks, held-out subsets replicated) -> convert (local folder -> store) ->
 fit (datamodels) -> evaluate (LDS on held-out models, its interval, the replicate-averaged LDS and
-the noise ceiling) -> stats, all on one local Dask cluster; then one target's influencers as images.
+the noise ceiling) -> stats, each where the command runs it by default (threads of this process, within
+its default memory budget); then one target's influencers as images.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dmstore.conversion.convert import convert
 from dmstore.conversion.info import describe
 from dmstore.experiment.example import make_example
 from dmstore.fitting.fit import fit
-from dmstore.io.cluster import dask_client
 from dmstore.io.dataset import open as open_store
 
 REPLICATES = 4  # models trained on each held-out subset
@@ -66,22 +66,21 @@ def demo(
         progress=progress,
         cache=cache,
     )
-    with dask_client() as client:
-        step("2/4 dmstore convert: stream the .npy matrices (local folder, the bucket's layout) into a Zarr store")
-        convert(str(out / "example-data"), store, "digits", 50, scheduler=client, progress=progress)
-        say(describe(store))
-        step("3/4 dmstore fit: one LASSO datamodel per test example, from one pass over the store")
-        dm = fit(store, "test", scheduler=client, overwrite=True, progress=progress)
-        a = dm.attrs
-        say(
-            f"   {a['n_targets']} datamodels from {a['n_fit']:,} + {a['n_val']:,} validation models; "
-            f"median lam {a['median_lam']:.3g}, on average {a['mean_nonzeros']:.0f} of {dm.sizes['train']} "
-            f"training examples matter per test example"
-        )
-        step("4/4 dmstore evaluate: predict the held-out models' margins from their training subsets")
-        result = evaluate(store, "test", scheduler=client, plot=out / "evaluate-test.png", progress=progress)
-        summary = stats(store, scheduler=client, progress=progress)
-        plot_stats(summary, out / "stats.png")
+    step("2/4 dmstore convert: stream the .npy matrices (local folder, the bucket's layout) into a Zarr store")
+    convert(str(out / "example-data"), store, "digits", 50, progress=progress)
+    say(describe(store))
+    step("3/4 dmstore fit: one LASSO datamodel per test example, from one pass over the store")
+    dm = fit(store, "test", overwrite=True, progress=progress)
+    a = dm.attrs
+    say(
+        f"   {a['n_targets']} datamodels from {a['n_fit']:,} + {a['n_val']:,} validation models; "
+        f"median lam {a['median_lam']:.3g}, on average {a['mean_nonzeros']:.0f} of {dm.sizes['train']} "
+        f"training examples matter per test example"
+    )
+    step("4/4 dmstore evaluate: predict the held-out models' margins from their training subsets")
+    result = evaluate(store, "test", plot=out / "evaluate-test.png", progress=progress)
+    summary = stats(store, progress=progress)
+    plot_stats(summary, out / "stats.png")
     open_store(store).dm.plot_influencers(test=INFLUENCERS_OF, path=out / "influencers.png")
     figures.update(
         lds=float(result.attrs["lds"]),
