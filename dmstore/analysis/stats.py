@@ -57,8 +57,7 @@ def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str 
             sums[f"{split}_positive"] = (split, np.count_nonzero(margins > 0, axis=0))
     sums["mask_count"] = ("train", np.count_nonzero(masks, axis=0))
     if targets is not None:
-        y = ds[f"{target}_margins"].isel({target: ds.indexes[target].get_indexer(list(targets))}).values
-        y = y.astype(np.float64)
+        y = ds[f"{target}_margins"].sel({target: list(targets)}).values.astype(np.float64)
         inside = np.zeros((masks.shape[1], y.shape[1]))
         for rows, x in _sub_bands(masks, buffer):
             inside += x.T @ y[rows]
