@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import dask.array as da
 import numpy as np
 
-SUB_BAND = 256  # mask rows converted to float32 at once inside a band
+SUB_BAND = 256  # rows of a band converted to float at once (predictions, stats' sums)
 TARGET_CHUNK = 512  # weight columns per task
+
+
+def sub_bands(rows: np.ndarray, buffer: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """Each ``SUB_BAND`` rows of ``rows`` (their slice) and their copy in ``buffer``'s dtype, a view
+    of ``buffer`` (at least ``SUB_BAND x rows.shape[1]``; reused: no allocation per sub-band)."""
+    for start in range(0, rows.shape[0], SUB_BAND):
+        part = rows[start : start + SUB_BAND]
+        x = buffer[: part.shape[0], : part.shape[1]]
+        np.copyto(x, part)
+        yield slice(start, start + part.shape[0]), x
 
 
 def predict_band(masks: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -26,9 +38,9 @@ def predict_band(masks: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.
     """
     weight = np.asarray(weight, dtype=np.float32)
     out = np.empty((masks.shape[0], weight.shape[1]), dtype=np.float32)
-    for start in range(0, masks.shape[0], SUB_BAND):
-        rows = slice(start, start + SUB_BAND)
-        np.matmul(np.asarray(masks[rows], dtype=np.float32), weight, out=out[rows])
+    buffer = np.empty((min(SUB_BAND, masks.shape[0]), masks.shape[1]), dtype=np.float32)
+    for rows, x in sub_bands(masks, buffer):
+        np.matmul(x, weight, out=out[rows])
     out += np.asarray(bias, dtype=np.float32)
     return out
 

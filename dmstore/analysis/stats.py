@@ -3,7 +3,7 @@ and the difference-of-means influence estimate."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from dask.distributed import as_completed
 from tqdm.auto import tqdm
 
 from dmstore.analysis import plots
+from dmstore.analysis.predict import SUB_BAND, sub_bands
 from dmstore.errors import DmstoreError
 from dmstore.io.budget import DRIVER_BYTES, WORKER_BYTES, parse_budget
 from dmstore.io.cluster import budget_client
@@ -22,7 +23,6 @@ from dmstore.io.dataset import open as open_store
 from dmstore.io.rows import band_bytes, model_bands, written_models
 
 SPLITS = ("train", "test")
-SUB_BAND = 256  # model rows of a band summed at once (as float64)
 #: Peak bytes of a stats task per byte of its band as stored: the band of every array read and
 #: the float64 sums of a sub-band (measured 2.6 with tracemalloc on a CIFAR-width band of 2,048 x
 #: 50,000 masks and 20 influence targets; tests/test_memory.py measures the whole run).
@@ -49,7 +49,7 @@ def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str 
         if name in ds:
             margins = ds[name].values
             total, squares = np.zeros(margins.shape[1]), np.zeros(margins.shape[1])
-            for _, x in _sub_bands(margins, buffer):
+            for _, x in sub_bands(margins, buffer):
                 total += x.sum(axis=0)
                 squares += np.einsum("ij,ij->j", x, x)
             sums[f"{split}_sum"] = (split, total)
@@ -59,7 +59,7 @@ def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str 
     if targets is not None:
         y = ds[f"{target}_margins"].sel({target: list(targets)}).values.astype(np.float64)
         inside = np.zeros((masks.shape[1], y.shape[1]))
-        for rows, x in _sub_bands(masks, buffer):
+        for rows, x in sub_bands(masks, buffer):
             inside += x.T @ y[rows]
         sums["target_sum"] = ("target", y.sum(axis=0))
         sums["influence_in"] = (("train", "target"), inside)
@@ -67,15 +67,6 @@ def band_sums(ds: xr.Dataset, targets: Sequence[int] | None = None, target: str 
     if targets is not None:
         coords["target"] = xr.DataArray(list(targets), dims="target")
     return xr.Dataset(sums, coords=coords)
-
-
-def _sub_bands(rows: np.ndarray, buffer: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
-    """Each ``SUB_BAND`` rows of ``rows`` and their float64 copy, in a view of ``buffer``."""
-    for start in range(0, rows.shape[0], SUB_BAND):
-        part = rows[start : start + SUB_BAND]
-        x = buffer[: part.shape[0], : part.shape[1]]
-        np.copyto(x, part)
-        yield slice(start, start + part.shape[0]), x
 
 
 def finalize(sums: xr.Dataset) -> xr.Dataset:
