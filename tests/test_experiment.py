@@ -314,6 +314,55 @@ grow_pass(Moments(url, "fit"), BandReader(url, "test"), np.arange(n), PassPlan(2
 """
 
 
+class Crash(Exception):
+    """The process stopping right after a write (the writes before it done, none after)."""
+
+
+def test_adding_rows_stopped_after_each_record_never_shows_wrong_counts(tmp_path, monkeypatch):
+    """Each run of ``grow_pass`` stops right after its first write of the statistics' record
+    (``zarr.json``): one after another, the runs stop after every record the addition makes. At
+    each stop, statistics marked complete are exactly those of the rows they list, and the last run
+    leaves exactly all rows (zarr writes ``attrs.update`` one key at a time: the record is one write)."""
+    from zarr.storage import LocalStore
+
+    from dmstore.fitting.moments import Moments
+    from dmstore.fitting.passes import PassPlan, gram_pass, grow_pass, target_pass
+    from dmstore.fitting.reads import BandReader
+
+    url = str(tmp_path / "run.zarr")
+    dmstore.create(url, train=600, test=4, models=400)
+    with dmstore.writer(url) as w:
+        rows = [row(m, w.spec) for m in range(400)]
+        for model in range(400):
+            w.write(model, **rows[model])
+    x = np.stack([r["train_masks"] for r in rows]).astype(np.float64)
+    plan, reader = PassPlan(128, False, 1), BandReader(url, "test")
+    gram_pass(Moments(url, "fit"), reader, np.arange(300), plan, lambda rows: None)
+    target_pass(Moments(url, "fit"), reader, np.arange(300), "test", 4, [0], plan, lambda rows: None)
+    n_tiles = Moments(url, "fit").tile_file().n_tiles
+    record, write = "moments/fit/zarr.json", LocalStore.set
+
+    async def set_then_stop(self, key, value):
+        await write(self, key, value)
+        if key == record:
+            raise Crash
+
+    monkeypatch.setattr(LocalStore, "set", set_then_stop)
+    stops = 0
+    while True:
+        try:
+            grow_pass(Moments(url, "fit"), reader, np.arange(400), plan, lambda rows: None)
+        except Crash:
+            stops += 1
+        positions = Moments(url, "fit").positions()
+        if positions is not None:  # what a reader (a fit, an analysis) would use
+            counts = Moments(url, "fit").statistics("test", slice(0, 4)).counts(np.arange(600))
+            np.testing.assert_array_equal(counts, x[positions].T @ x[positions])
+        if positions is not None and positions.size == 400 or stops > 100:
+            break
+    assert positions.tolist() == list(range(400)) and stops > n_tiles * (n_tiles + 1) // 2
+
+
 def test_adding_rows_killed_at_random_moments_gives_exact_counts(tmp_path):
     from dmstore.fitting.moments import Moments
     from dmstore.fitting.passes import PassPlan, gram_pass, grow_pass, target_pass

@@ -26,7 +26,9 @@ array                  dims                   dtype        what
 Attributes: ``n`` (rows), ``rows`` (a SHA-256 of the row positions: statistics are only used for
 exactly the rows they cover), ``tile``, ``panels`` (tile rows of ``xtx`` written so far, in
 order: the pass resumes after the last), ``complete`` and ``xty_{split}`` (the target blocks
-written). Every chunk carries a CRC32C. ``positions`` holds the row positions.
+written). Every chunk carries a CRC32C. ``positions`` holds the row positions. Attributes that
+change together are written together, with ``update_attributes`` (one write of ``zarr.json``;
+``attrs.update`` writes once per key, and a crash between two would leave a record no run made).
 
 Rows added later (an experiment store that grew) are added, not recomputed
 (:func:`dmstore.fitting.passes.grow_pass`): their counts go into the tiles in place, and their
@@ -348,7 +350,9 @@ class Moments:
             tiles.create(group, "xtx", n_train, tile, ("train", "train_"))
         group.create_array("positions", data=np.asarray(positions, dtype=np.int64), dimension_names=("row",))
         digest = rows_digest(positions)
-        group.attrs.update(n=int(len(positions)), rows=digest, tile=int(tile), panels=0, complete=False)
+        group.update_attributes(
+            {"n": int(len(positions)), "rows": digest, "tile": int(tile), "panels": 0, "complete": False}
+        )
         return group
 
     def positions(self) -> np.ndarray | None:

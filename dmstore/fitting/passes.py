@@ -268,7 +268,7 @@ def grow_pass(
         part.group("a").attrs["complete"] = True  # a fresh handle: attributes are written whole
         total = np.union1d(old, added)
         state: dict[str, Any] = {"part": k, "rows": rows_digest(total), "n": int(total.size), "panels": 0, "sums": {}}
-        group.attrs.update(adding=state, complete=False)
+        group.update_attributes({"adding": state, "complete": False})
     state = dict(group.attrs["adding"])
     added = group[f"parts/{state['part']}/positions"][:]
     bands = mask_bands(reader, added, plan.cache_masks, device.mask_matmul() is not None)
@@ -301,7 +301,7 @@ def grow_pass(
         state["panels"] = i + 1
         group.attrs["adding"] = state
     parts = [*group.attrs.get("parts", []), state["part"]]
-    group.attrs.update(parts=parts, rows=state["rows"], n=state["n"], complete=True, adding=None)
+    group.update_attributes({"parts": parts, "rows": state["rows"], "n": state["n"], "complete": True, "adding": None})
 
 
 def mask_pass(moments: Moments, reader: BandReader, positions: np.ndarray, progress: Callable[[int], None]) -> None:

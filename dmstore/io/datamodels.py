@@ -144,7 +144,7 @@ def start_blocks(
         )
     group.create_array("train", data=np.arange(n_train, dtype=np.int64), dimension_names=("train",))
     group.create_array("target", data=np.asarray(targets, dtype=np.int64), dimension_names=("target",))
-    group.attrs.update(dict(attrs, split=split, dmstore_blocks=True))
+    group.update_attributes(dict(attrs, split=split, dmstore_blocks=True))
 
 
 def write_block(

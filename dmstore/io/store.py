@@ -112,7 +112,7 @@ def root_attrs(dest: str, storage_options: dict | None) -> dict | None:
 def set_root_attrs(dest: str, storage_options: dict | None, attrs: dict) -> None:
     """Update root attributes and re-consolidate the metadata (one read opens the store)."""
     store = as_store(dest, storage_options)
-    zarr.open_group(store, mode="r+").attrs.update(attrs)
+    zarr.open_group(store, mode="r+").update_attributes(attrs)
     with known_warnings():
         zarr.consolidate_metadata(store)
 
