@@ -11,7 +11,9 @@ import pytest
 import xarray as xr
 from analysis_stores import assert_png
 from conftest import shared_example
-from scipy.stats import spearmanr
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import rankdata, spearmanr
 
 import dmstore
 from dmstore.analysis import lds
@@ -67,6 +69,24 @@ def test_replicated_masks_give_averaged_lds_between_single_lds_and_ceiling(repli
         for side in ("models", "targets"):
             low, high = attrs[f"{key}_interval_{side}"]
             assert low < attrs[key] < high
+
+
+@given(
+    st.integers(1, 40),
+    st.integers(1, 150),
+    st.sampled_from([np.float16, np.float32, np.float64]),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_ranks_are_scipys_average_ranks(models, targets, dtype, seed, nan):
+    """:func:`lds.ranks` gives ``scipy.stats.rankdata(x, axis=0)`` bit for bit: runs of ties
+    (a few distinct values), columns without ties, a NaN column, more targets than one chunk."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 4, (models, targets)).astype(dtype)
+    x[:, ::3] = rng.standard_normal((models, x[:, ::3].shape[1])).astype(dtype)
+    if nan:
+        x[rng.integers(models), rng.integers(targets)] = np.nan
+    np.testing.assert_array_equal(lds.ranks(x), rankdata(x, axis=0))
 
 
 def test_replicates_rounded_apart_are_tied_again_to_the_exact_ranks():
