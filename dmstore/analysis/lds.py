@@ -18,7 +18,8 @@ MODEL_RESAMPLES = 500
 TARGET_RESAMPLES = 2000
 #: The confidence level of the intervals.
 LEVEL = 0.95
-#: Targets ranked at once: the ranking's scratch is about 40 bytes per model and target of these.
+#: Targets ranked at once: the ranking's scratch is about 57 bytes per model and target of these
+#: (37 MB at 10,000 models, measured with tracemalloc).
 RANK_COLUMNS = 64
 
 
