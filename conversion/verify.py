@@ -32,7 +32,7 @@ class BandCheck:
 
 def band_digest(dest: str, options: dict | None, name: str, start: int, stop: int, first: int) -> str:
     """Checksum of source rows ``[start, stop)`` as stored (the bytes the source had)."""
-    array = zarr.open_array(as_store(dest, options, read_only=True), path=name, mode="r")
+    array = zarr.open_array(as_store(dest, options, read_only=True), path=name, mode="r", zarr_format=3)
     return store.checksum(np.ascontiguousarray(array[start - first : stop - first]).tobytes())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -117,6 +118,29 @@ def test_requester_pays_header_on_the_wire(s3_client, tmp_path):
         header = source.header("rp/data/train_masks_50pct.npy")
         source.read("rp/data/train_masks_50pct.npy", header.offset, header.offset + header.row_bytes)
         assert seen and all(value == expected for value in seen)
+
+
+def test_a_store_on_s3_is_read_without_asking_for_zarr_v2_metadata(s3_client):
+    # zarr looks for .zgroup, .zattrs and .zmetadata beside zarr.json unless told the format: on S3
+    # each missing key costs a HEAD and a listing (six requests per group opened)
+    s3_client.create_bucket(Bucket="zarr-v3-only")
+    url = "s3://zarr-v3-only/run.zarr"
+    dmstore.create(url, train=30, test=10, models=20, eval_models=4)
+    requests: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: requests.append(record.getMessage())  # type: ignore[method-assign]
+    server_log = logging.getLogger("werkzeug")
+    level = server_log.level
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)
+    try:
+        dmstore.open(url).load()
+        assert main(["info", url]) == 0
+    finally:
+        server_log.removeHandler(handler)
+        server_log.setLevel(level)
+    assert any("/run.zarr/zarr.json" in line for line in requests)
+    assert not [line for line in requests if any(name in line for name in (".zgroup", ".zattrs", ".zmetadata"))]
 
 
 def test_resume_skips_recorded_bands_and_repairs_a_forgotten_one(layout, tmp_path):

@@ -94,7 +94,7 @@ def compact(store: str, storage_options: dict | None = None, progress: bool = Tr
     spec = attrs["dmstore_experiment"]
     with store_lock(store, "compact", "dmstore compact", storage_options):
         with known_warnings():
-            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
+            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False, zarr_format=3)
             arrays = {name: root[name] for name in model_variables(spec)}
         segments = Segments(store, storage_options)
         snapshot = segments.snapshot()
@@ -201,7 +201,7 @@ def grow(store: str, models: int, storage_options: dict | None = None) -> None:
         raise DmstoreError(f"the store has {old:,} model slots already: grow it to more than that")
     with store_lock(store, "compact", "dmstore grow", storage_options):
         with known_warnings():
-            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False)
+            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False, zarr_format=3)
             for name in model_variables(spec):
                 array = root[name]
                 array.resize((models, *array.shape[1:]))

@@ -105,7 +105,7 @@ def create(
         "dmstore_plan": {"rows": [0, models], "arrays": layout.array_fingerprints(plans)},
     }
     layout.create_skeleton(store, plans, coords, attrs, storage_options)
-    root = zarr.open_group(as_store(store, storage_options), mode="r+")
+    root = zarr.open_group(as_store(store, storage_options), mode="r+", zarr_format=3)
     rows = min(p.shards[0] for p in plans)
     for name, dtype in extras.items():
         root.create_array(

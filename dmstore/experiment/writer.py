@@ -41,7 +41,9 @@ def experiment_spec(store: str, storage_options: dict | None = None) -> dict:
 
 def stored_arrays(store: str, storage_options: dict | None, attrs: dict, snapshot: Snapshot) -> dict[str, CheckedArray]:
     """The per-model arrays of the experiment store, read through the checked path."""
-    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", use_consolidated=False)
+    root = zarr.open_group(
+        as_store(store, storage_options, read_only=True), mode="r", use_consolidated=False, zarr_format=3
+    )
     with known_warnings():
         return checked_arrays(root, attrs, None, snapshot)
 

@@ -313,7 +313,7 @@ class Moments:
 
     def _root(self, mode: str = "r") -> zarr.Group:
         store = as_store(self.url, self.storage_options, read_only=mode == "r")
-        return zarr.open_group(store, mode=mode, use_consolidated=False)
+        return zarr.open_group(store, mode=mode, use_consolidated=False, zarr_format=3)
 
     def group(self, mode: str = "r") -> zarr.Group | None:
         """The group (``mode="a"``: writable), or None where there is none."""

@@ -17,7 +17,7 @@ class BandReader:
     """Bands of ``train_masks`` and ``{split}_margins`` of a store, read through the checked path."""
 
     def __init__(self, store: Any, split: str, storage_options: dict | None = None) -> None:
-        root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
+        root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
         self.split, self.margins_name = split, f"{split}_margins"
         self._models = root["model"][:] if "model" in root else np.arange(root["train_masks"].shape[0])
         attrs = root.attrs.asdict()

@@ -73,7 +73,7 @@ def read_scores(source: Any, n_train: int) -> xr.Dataset:
 
 def _read_zarr(path: str) -> tuple[Any, np.ndarray | None]:
     try:
-        node = zarr.open(as_store(path, read_only=True), mode="r")
+        node = zarr.open(as_store(path, read_only=True), mode="r")  # a user's file: Zarr v2 or v3
     except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError) as exc:
         raise DmstoreError(f"cannot read scores from {path}: give a .npy, .pt or Zarr file") from exc
     if isinstance(node, zarr.Array):
@@ -95,7 +95,7 @@ def write_scores(store: Any, name: str, scores: xr.Dataset, storage_options: dic
 
 def stored_names(store: Any, storage_options: dict | None = None) -> list[str]:
     """The names of the attributions kept in the store."""
-    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
+    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
     if "attributions" not in root:
         return []
     return sorted(name for name, _ in root["attributions"].groups())

@@ -28,7 +28,9 @@ def group_path(split: str) -> str:
 def has_datamodels(store: Any, split: str, storage_options: dict | None = None) -> bool:
     """Whether the store already holds datamodels for ``split``."""
     try:
-        root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", use_consolidated=False)
+        root = zarr.open_group(
+            as_store(store, storage_options, read_only=True), mode="r", use_consolidated=False, zarr_format=3
+        )
         root[group_path(split)]
     except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
         return False
@@ -124,7 +126,7 @@ def start_blocks(
 ) -> None:
     """Create ``datamodels/{split}`` for every target of the split, to be filled block by block
     (weights of unfitted targets read as NaN; :func:`read_datamodels` shows only fitted ones)."""
-    root = zarr.open_group(as_store(store, storage_options), mode="a", use_consolidated=False)
+    root = zarr.open_group(as_store(store, storage_options), mode="a", use_consolidated=False, zarr_format=3)
     group = root.require_group("datamodels").create_group(split, overwrite=True)
     fs, records = _records(store, split, storage_options)
     if fs.exists(records):
@@ -158,7 +160,9 @@ def write_block(
     storage_options: dict | None = None,
 ) -> None:
     """Write the datamodels of targets ``start : start + len(bias)``, then record the block."""
-    group = zarr.open_group(as_store(store, storage_options), mode="r+", path=group_path(split), use_consolidated=False)
+    group = zarr.open_group(
+        as_store(store, storage_options), mode="r+", path=group_path(split), use_consolidated=False, zarr_format=3
+    )
     stop = start + bias.size
     group["weight"][:, start:stop] = weight.astype(np.float32)
     group["bias"][start:stop] = bias.astype(np.float32)

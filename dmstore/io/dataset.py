@@ -47,7 +47,7 @@ def as_store(store: Any, storage_options: dict | None = None, *, read_only: bool
 def shard_chunks(store: Any, storage_options: dict | None = None) -> dict[str, int]:
     """Dask chunk sizes per dimension, one shard each, read from the store's arrays."""
     try:
-        group = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
+        group = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise DmstoreError(f"no dmstore store at {store}: run `dmstore convert` first") from exc
     chunks: dict[str, int] = {}
@@ -102,7 +102,7 @@ def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dat
     from dmstore.io.reads import checked_arrays
     from dmstore.io.segments import experiment_snapshot, model_variables
 
-    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r")
+    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
     labels = ds["model"].values if "model" in ds.coords else None
     snapshot = experiment_snapshot(store, storage_options, ds.attrs)
     with known_warnings():

@@ -103,7 +103,7 @@ def create_skeleton(
 def root_attrs(dest: str, storage_options: dict | None) -> dict | None:
     """The root attributes of an existing store, or None where there is no store."""
     try:
-        group = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r")
+        group = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
     return group.attrs.asdict()
@@ -112,7 +112,7 @@ def root_attrs(dest: str, storage_options: dict | None) -> dict | None:
 def set_root_attrs(dest: str, storage_options: dict | None, attrs: dict) -> None:
     """Update root attributes and re-consolidate the metadata (one read opens the store)."""
     store = as_store(dest, storage_options)
-    zarr.open_group(store, mode="r+").update_attributes(attrs)
+    zarr.open_group(store, mode="r+", zarr_format=3).update_attributes(attrs)
     with known_warnings():
         zarr.consolidate_metadata(store)
 
