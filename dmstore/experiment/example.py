@@ -18,6 +18,7 @@ example is kept there and the same call into another folder copies it instead of
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import itertools
 import json
 import os
@@ -238,23 +239,6 @@ def make_example(
     workers = workers or cores
     if workers < 1:
         raise DmstoreError(f"--workers must be at least 1, not {workers}")
-    torch = _require("torch")
-    split = DATASETS[dataset]()
-    rows = models + eval_models
-    n_train, n_test = len(split.y_train), len(split.y_test)
-    params = {
-        "format": RECORD_FORMAT,
-        "dataset": dataset,
-        "split": split.description,
-        "pct": pct,
-        "subset_size": subset_size(pct, n_train),
-        "models": models,
-        "eval_models": eval_models,
-        "seed": seed,
-        **({"replicates": replicates} if replicates > 1 else {}),
-        "batch_models": BATCH_MODELS,
-        "model": {"kind": "mlp", "hidden": HIDDEN, "optimizer": "adam", "steps": STEPS, "lr": LR},
-    }
     folder = Path(out) / dataset
     record_path = folder / f"example_{pct}pct.json"
     paths = {kind: folder / "data" / f"{kind}_{pct}pct.npy" for kind in KINDS}
@@ -263,11 +247,31 @@ def make_example(
         for path in [record_path, *paths.values()]:
             path.unlink(missing_ok=True)
         shutil.rmtree(store, ignore_errors=True)
+    names = [p.relative_to(folder) for p in [record_path, store, *paths.values()]] + [Path("data", n) for n in LABELS]
+    request = {
+        "format": RECORD_FORMAT,
+        "dataset": dataset,
+        "pct": pct,
+        "models": models,
+        "eval_models": eval_models,
+        "seed": seed,
+        **({"replicates": replicates} if replicates > 1 else {}),
+        "batch_models": BATCH_MODELS,
+        "model": {"kind": "mlp", "hidden": HIDDEN, "optimizer": "adam", "steps": STEPS, "lr": LR},
+    }
+    entry = None if cache is None else Path(cache) / _cache_key(request)
+    if entry is not None and entry.exists() and not record_path.exists() and not store.exists():
+        _rows_done(record_path, {}, paths)  # refuses files that dmstore example did not make
+        _copy(entry, folder, names)  # without importing torch and the dataset: 3 s less
+        return folder
+    torch = _require("torch")
+    split = DATASETS[dataset]()
+    rows = models + eval_models
+    n_train, n_test = len(split.y_train), len(split.y_test)
+    params = {**request, "split": split.description, "subset_size": subset_size(pct, n_train)}
     rows_done = _rows_done(record_path, params, paths)
     if rows_done == rows:
         return folder
-    names = [p.relative_to(folder) for p in [record_path, store, *paths.values()]] + [Path("data", n) for n in LABELS]
-    entry = None if cache is None else Path(cache) / _cache_key(params, torch.__version__)
     if entry is not None and entry.exists() and rows_done == 0 and not store.exists():
         _copy(entry, folder, names)
         return folder
@@ -340,11 +344,18 @@ def _train_in_threads(
                 submit()
 
 
-def _cache_key(params: dict[str, Any], torch_version: str) -> str:
-    """The cache entry of an example: its parameters and the versions that trained it."""
-    versions = {"dmstore": __version__, "torch": torch_version, "numpy": np.__version__}
-    digest = hashlib.sha256(json.dumps([params, versions], sort_keys=True).encode()).hexdigest()
-    return f"{params['dataset']}-{params['pct']}pct-{digest[:16]}"
+def _cache_key(request: dict[str, Any]) -> str:
+    """The cache entry of an example: the arguments that choose it and the versions that would train
+    it (dmstore's fixes the model, the batches and the datasets' splits; scikit-learn's holds the data),
+    read without importing torch or scikit-learn."""
+    versions = {
+        "dmstore": __version__,
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "scikit-learn": _version("scikit-learn"),
+    }
+    digest = hashlib.sha256(json.dumps([request, versions], sort_keys=True).encode()).hexdigest()
+    return f"{request['dataset']}-{request['pct']}pct-{digest[:16]}"
 
 
 def _copy(source: Path, folder: Path, names: list[Path]) -> None:
@@ -495,3 +506,12 @@ def _require(module: str) -> Any:
         return __import__(module)
     except ImportError:
         raise DmstoreError(f"dmstore example needs {module}: pip install 'dmstore[example]'", exit_code=1) from None
+
+
+def _version(distribution: str) -> str:
+    """The installed version of an optional dependency of the example, or say how to install it."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        message = f"dmstore example needs {distribution}: pip install 'dmstore[example]'"
+        raise DmstoreError(message, exit_code=1) from None
