@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +136,21 @@ def test_interrupted_run_resumes_to_the_same_bytes(small, tmp_path):
     assert len(resumed) == 1  # complete: nothing trained again
 
 
+def test_a_missing_optional_dependency_is_one_line(tmp_path, monkeypatch, capsys):
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "torch":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    argv = ["example", str(tmp_path), "--models", "20", "--eval-models", "5", "--no-progress"]
+    assert main([*argv, "--cache", str(tmp_path / "cache")]) == 1
+    error = "dmstore: error: dmstore example needs torch: pip install 'dmstore[example]'"
+    assert capsys.readouterr().err.strip() == error
+
+
 def test_a_cached_example_is_copied_with_the_bytes_training_gives(tmp_path, capsys):
     cache, args = tmp_path / "cache", dict(models=40, eval_models=10, progress=False)
     trained = make_example(tmp_path / "a", cache=cache, **args)
@@ -150,6 +167,11 @@ def test_a_cached_example_is_copied_with_the_bytes_training_gives(tmp_path, caps
     record.write_text(json.dumps({"params": params, "rows_done": 0}))
     for path in files(copied).values():
         path.unlink()
+    make_example(tmp_path / "b", cache=cache, on_batch=lambda a, b: batches.append((a, b)), **args)
+    assert batches == [] and all((trained / name).read_bytes() == (copied / name).read_bytes() for name in names)
+    # and one interrupted before the store (the record at 0 rows, no store) copies it again
+    record.write_text(json.dumps({"params": params, "rows_done": 0}))
+    shutil.rmtree(copied / "experiment_50pct.zarr")
     make_example(tmp_path / "b", cache=cache, on_batch=lambda a, b: batches.append((a, b)), **args)
     assert batches == [] and all((trained / name).read_bytes() == (copied / name).read_bytes() for name in names)
     # other arguments are another entry, trained; the CLI takes --cache
