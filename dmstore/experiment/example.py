@@ -505,7 +505,7 @@ def _require(module: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
-        raise DmstoreError(f"dmstore example needs {module}: pip install 'dmstore[example]'", exit_code=1) from None
+        raise _missing(module) from None
 
 
 def _version(distribution: str) -> str:
@@ -513,5 +513,9 @@ def _version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        message = f"dmstore example needs {distribution}: pip install 'dmstore[example]'"
-        raise DmstoreError(message, exit_code=1) from None
+        raise _missing(distribution) from None
+
+
+def _missing(name: str) -> DmstoreError:
+    """The one-line error for an optional dependency of the example that is not installed."""
+    return DmstoreError(f"dmstore example needs {name}: pip install 'dmstore[example]'", exit_code=1)
