@@ -6,13 +6,13 @@ import zarr
 
 from dmstore.errors import DmstoreError
 from dmstore.io import labels
-from dmstore.io.dataset import as_store, known_warnings
+from dmstore.io.dataset import known_warnings, open_group
 
 
 def describe(dest: str, storage_options: dict | None = None) -> str:
     """A summary of the store for people: arrays, layout, compression, datamodels, status."""
     try:
-        root = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r", zarr_format=3)
+        root = open_group(dest, storage_options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise DmstoreError(f"no store at {dest}: check the path") from exc
     except zarr.errors.ContainsArrayError as exc:
@@ -43,9 +43,7 @@ def describe(dest: str, storage_options: dict | None = None) -> str:
         if "flag_meanings" in root["split"].attrs:
             split = labels.labels_of(split, root["split"].attrs["flag_meanings"])
         lines.append(f"  models: {int((split == 'fit').sum()):,} fit, {int((split == 'eval').sum()):,} eval")
-    groups = zarr.open_group(
-        as_store(dest, storage_options, read_only=True), mode="r", use_consolidated=False, zarr_format=3
-    )
+    groups = open_group(dest, storage_options, consolidated=False)
     if "moments" in groups:
         with known_warnings():
             moments = sorted(groups["moments"].groups())

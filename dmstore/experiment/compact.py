@@ -19,7 +19,7 @@ from dmstore.errors import DmstoreError
 from dmstore.experiment.writer import experiment_attrs, experiment_spec, matches_stored, stored_arrays
 from dmstore.io import labels
 from dmstore.io import store as layout
-from dmstore.io.dataset import as_store, known_warnings
+from dmstore.io.dataset import known_warnings, open_group
 from dmstore.io.lock import store_lock
 from dmstore.io.reads import CheckedArray
 from dmstore.io.segments import Segments, Snapshot, model_variables
@@ -94,7 +94,7 @@ def compact(store: str, storage_options: dict | None = None, progress: bool = Tr
     spec = attrs["dmstore_experiment"]
     with store_lock(store, "compact", "dmstore compact", storage_options):
         with known_warnings():
-            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False, zarr_format=3)
+            root = open_group(store, storage_options, mode="r+", consolidated=False)
             arrays = {name: root[name] for name in model_variables(spec)}
         segments = Segments(store, storage_options)
         snapshot = segments.snapshot()
@@ -201,7 +201,7 @@ def grow(store: str, models: int, storage_options: dict | None = None) -> None:
         raise DmstoreError(f"the store has {old:,} model slots already: grow it to more than that")
     with store_lock(store, "compact", "dmstore grow", storage_options):
         with known_warnings():
-            root = zarr.open_group(as_store(store, storage_options), mode="r+", use_consolidated=False, zarr_format=3)
+            root = open_group(store, storage_options, mode="r+", consolidated=False)
             for name in model_variables(spec):
                 array = root[name]
                 array.resize((models, *array.shape[1:]))

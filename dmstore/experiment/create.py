@@ -14,7 +14,6 @@ from typing import Any
 
 import fsspec
 import numpy as np
-import zarr
 from zarr.codecs import Crc32cCodec
 
 from dmstore._version import __version__
@@ -22,7 +21,7 @@ from dmstore.conversion.plan import ArrayPlan, plan_array
 from dmstore.errors import DmstoreError
 from dmstore.io import labels
 from dmstore.io import store as layout
-from dmstore.io.dataset import as_store, consolidate
+from dmstore.io.dataset import consolidate, open_group
 
 DTYPES = {"masks": np.dtype(bool), "margins": np.dtype(np.float16), "logits": np.dtype(np.float16)}
 COORDS = ("model", "split", "done", "train", "test", "class")
@@ -105,7 +104,7 @@ def create(
         "dmstore_plan": {"rows": [0, models], "arrays": layout.array_fingerprints(plans)},
     }
     layout.create_skeleton(store, plans, coords, attrs, storage_options)
-    root = zarr.open_group(as_store(store, storage_options), mode="r+", zarr_format=3)
+    root = open_group(store, storage_options, mode="r+")
     rows = min(p.shards[0] for p in plans)
     for name, dtype in extras.items():
         root.create_array(

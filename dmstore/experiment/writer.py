@@ -12,11 +12,10 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-import zarr
 
 from dmstore.errors import DmstoreError
 from dmstore.io import store as layout
-from dmstore.io.dataset import as_store, known_warnings
+from dmstore.io.dataset import known_warnings, open_group
 from dmstore.io.reads import CheckedArray, checked_arrays
 from dmstore.io.segments import SegmentConflict, Segments, Snapshot, encode, model_variables
 from dmstore.io.store import read_records
@@ -41,9 +40,7 @@ def experiment_spec(store: str, storage_options: dict | None = None) -> dict:
 
 def stored_arrays(store: str, storage_options: dict | None, attrs: dict, snapshot: Snapshot) -> dict[str, CheckedArray]:
     """The per-model arrays of the experiment store, read through the checked path."""
-    root = zarr.open_group(
-        as_store(store, storage_options, read_only=True), mode="r", use_consolidated=False, zarr_format=3
-    )
+    root = open_group(store, storage_options, consolidated=False)
     with known_warnings():
         return checked_arrays(root, attrs, None, snapshot)
 

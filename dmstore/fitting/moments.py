@@ -56,7 +56,7 @@ from zarr.codecs import BloscCodec
 
 from dmstore.errors import DmstoreError
 from dmstore.fitting import tiles
-from dmstore.io.dataset import as_store
+from dmstore.io.dataset import open_group
 from dmstore.io.reads import CheckedArray, damaged_row_blocks
 
 GROUP = "moments"
@@ -312,8 +312,7 @@ class Moments:
         self.path = f"{GROUP}/{name}"
 
     def _root(self, mode: str = "r") -> zarr.Group:
-        store = as_store(self.url, self.storage_options, read_only=mode == "r")
-        return zarr.open_group(store, mode=mode, use_consolidated=False, zarr_format=3)
+        return open_group(self.url, self.storage_options, mode=mode, consolidated=False)
 
     def group(self, mode: str = "r") -> zarr.Group | None:
         """The group (``mode="a"``: writable), or None where there is none."""

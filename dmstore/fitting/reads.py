@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import zarr
 
-from dmstore.io.dataset import as_store
+from dmstore.io.dataset import open_group
 from dmstore.io.reads import checked_arrays
 from dmstore.io.rows import shard_bands
 from dmstore.io.segments import experiment_snapshot
@@ -17,7 +16,7 @@ class BandReader:
     """Bands of ``train_masks`` and ``{split}_margins`` of a store, read through the checked path."""
 
     def __init__(self, store: Any, split: str, storage_options: dict | None = None) -> None:
-        root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
+        root = open_group(store, storage_options)
         self.split, self.margins_name = split, f"{split}_margins"
         self._models = root["model"][:] if "model" in root else np.arange(root["train_masks"].shape[0])
         attrs = root.attrs.asdict()

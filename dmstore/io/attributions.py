@@ -18,7 +18,7 @@ import xarray as xr
 import zarr
 
 from dmstore.errors import DmstoreError
-from dmstore.io.dataset import as_store, consolidate
+from dmstore.io.dataset import as_store, consolidate, open_group
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -95,7 +95,7 @@ def write_scores(store: Any, name: str, scores: xr.Dataset, storage_options: dic
 
 def stored_names(store: Any, storage_options: dict | None = None) -> list[str]:
     """The names of the attributions kept in the store."""
-    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
+    root = open_group(store, storage_options)
     if "attributions" not in root:
         return []
     return sorted(name for name, _ in root["attributions"].groups())

@@ -11,7 +11,7 @@ import xarray as xr
 import zarr
 
 from dmstore.errors import DmstoreError
-from dmstore.io.dataset import as_store, consolidate
+from dmstore.io.dataset import consolidate, open_group
 
 SPLITS = ("train", "test")
 #: Records of the target blocks a fit has written: ``_dmstore/datamodels/{split}/{start}-{stop}.json``.
@@ -28,9 +28,7 @@ def group_path(split: str) -> str:
 def has_datamodels(store: Any, split: str, storage_options: dict | None = None) -> bool:
     """Whether the store already holds datamodels for ``split``."""
     try:
-        root = zarr.open_group(
-            as_store(store, storage_options, read_only=True), mode="r", use_consolidated=False, zarr_format=3
-        )
+        root = open_group(store, storage_options, consolidated=False)
         root[group_path(split)]
     except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
         return False
@@ -126,7 +124,7 @@ def start_blocks(
 ) -> None:
     """Create ``datamodels/{split}`` for every target of the split, to be filled block by block
     (weights of unfitted targets read as NaN; :func:`read_datamodels` shows only fitted ones)."""
-    root = zarr.open_group(as_store(store, storage_options), mode="a", use_consolidated=False, zarr_format=3)
+    root = open_group(store, storage_options, mode="a", consolidated=False)
     group = root.require_group("datamodels").create_group(split, overwrite=True)
     fs, records = _records(store, split, storage_options)
     if fs.exists(records):
@@ -160,9 +158,7 @@ def write_block(
     storage_options: dict | None = None,
 ) -> None:
     """Write the datamodels of targets ``start : start + len(bias)``, then record the block."""
-    group = zarr.open_group(
-        as_store(store, storage_options), mode="r+", path=group_path(split), use_consolidated=False, zarr_format=3
-    )
+    group = open_group(store, storage_options, mode="r+", path=group_path(split), consolidated=False)
     stop = start + bias.size
     group["weight"][:, start:stop] = weight.astype(np.float32)
     group["bias"][start:stop] = bias.astype(np.float32)

@@ -44,10 +44,31 @@ def as_store(store: Any, storage_options: dict | None = None, *, read_only: bool
     return LocalStore(url.removeprefix("file://"), read_only=read_only)
 
 
+def open_group(
+    store: Any,
+    storage_options: dict | None = None,
+    *,
+    mode: str = "r",
+    path: str | None = None,
+    consolidated: bool | None = None,
+) -> zarr.Group:
+    """A group of a dmstore store (``mode="r"``: read-only), opened as Zarr v3: zarr would otherwise
+    also look for Zarr v2's ``.zgroup``, ``.zattrs`` and ``.zmetadata``, on S3 a HEAD and a listing
+    each. ``consolidated=None`` uses the consolidated metadata where there is some."""
+    read_only = mode == "r"
+    return zarr.open_group(
+        as_store(store, storage_options, read_only=read_only),
+        mode=mode,
+        path=path,
+        use_consolidated=consolidated,
+        zarr_format=3,
+    )
+
+
 def shard_chunks(store: Any, storage_options: dict | None = None) -> dict[str, int]:
     """Dask chunk sizes per dimension, one shard each, read from the store's arrays."""
     try:
-        group = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
+        group = open_group(store, storage_options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise DmstoreError(f"no dmstore store at {store}: run `dmstore convert` first") from exc
     chunks: dict[str, int] = {}
@@ -102,7 +123,7 @@ def _checked(ds: xr.Dataset, store: Any, storage_options: dict | None) -> xr.Dat
     from dmstore.io.reads import checked_arrays
     from dmstore.io.segments import experiment_snapshot, model_variables
 
-    root = zarr.open_group(as_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
+    root = open_group(store, storage_options)
     labels = ds["model"].values if "model" in ds.coords else None
     snapshot = experiment_snapshot(store, storage_options, ds.attrs)
     with known_warnings():

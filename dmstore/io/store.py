@@ -19,7 +19,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from dmstore._version import __version__
 from dmstore.errors import DmstoreError
-from dmstore.io.dataset import as_store, known_warnings
+from dmstore.io.dataset import as_store, known_warnings, open_group
 from dmstore.io.objects import create_exclusive, temporaries
 
 RECORDS = "_dmstore/bands"
@@ -103,7 +103,7 @@ def create_skeleton(
 def root_attrs(dest: str, storage_options: dict | None) -> dict | None:
     """The root attributes of an existing store, or None where there is no store."""
     try:
-        group = zarr.open_group(as_store(dest, storage_options, read_only=True), mode="r", zarr_format=3)
+        group = open_group(dest, storage_options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
     return group.attrs.asdict()
@@ -112,7 +112,7 @@ def root_attrs(dest: str, storage_options: dict | None) -> dict | None:
 def set_root_attrs(dest: str, storage_options: dict | None, attrs: dict) -> None:
     """Update root attributes and re-consolidate the metadata (one read opens the store)."""
     store = as_store(dest, storage_options)
-    zarr.open_group(store, mode="r+", zarr_format=3).update_attributes(attrs)
+    open_group(store, mode="r+").update_attributes(attrs)
     with known_warnings():
         zarr.consolidate_metadata(store)
 
