@@ -4,7 +4,6 @@ the bytes convert writes, and analysed mid-experiment on exactly the written mod
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,13 +12,12 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from experiment_job import row
+from jobs import grow_statistics, row, start, write_models
 
 import dmstore
 from dmstore.cli import main
 from dmstore.io.segments import Segments
 
-JOB = Path(__file__).with_name("experiment_job.py")
 SPEC = dict(train=300, test=100, models=2200, eval_models=500, extras={"seed": "int64", "accuracy": "float32"})
 
 
@@ -43,22 +41,15 @@ def killed_writers(url: str, seed: int, processes: int = 8) -> int:
     moment, resubmitting exactly the missing models until none remain; return the kills."""
     rng, kills = np.random.default_rng(seed), 0
     while (missing := dmstore.status(url).missing).size:
-        jobs = [
-            subprocess.Popen(
-                [sys.executable, str(JOB), url, *map(str, part)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-            )
-            for part in np.array_split(rng.permutation(missing), processes)
-            if part.size
-        ]
-        for job in jobs:
-            assert job.stdout is not None and job.stdout.readline() == b"writing\n"
+        parts = [part.tolist() for part in np.array_split(rng.permutation(missing), processes) if part.size]
+        jobs = [start(write_models, url, part) for part in parts]
         for job in rng.permutation(len(jobs)):  # kill most of them at random moments while they write
             time.sleep(rng.uniform(0, 0.15))
-            if jobs[job].poll() is None and rng.random() < 0.75:
-                jobs[job].send_signal(signal.SIGKILL)
+            if jobs[job].is_alive() and rng.random() < 0.75:
+                jobs[job].kill()  # SIGKILL
                 kills += 1
         for job in jobs:
-            job.wait()
+            job.join()
         dmstore.compact(url, progress=False)  # between rounds, as a cron job would
     dmstore.compact(url, progress=False)
     return kills
@@ -302,18 +293,6 @@ def test_a_refit_after_more_models_reads_only_those_models(tmp_path, monkeypatch
     np.testing.assert_allclose(stats.yy, (y[:, :6] ** 2).sum(axis=0), rtol=1e-12)
 
 
-GROW = """
-import sys
-import numpy as np
-from dmstore.fitting.moments import Moments
-from dmstore.fitting.passes import PassPlan, grow_pass
-from dmstore.fitting.reads import BandReader
-url, n = sys.argv[1], int(sys.argv[2])
-print("start", flush=True)
-grow_pass(Moments(url, "fit"), BandReader(url, "test"), np.arange(n), PassPlan(256, False, 1), lambda rows: None)
-"""
-
-
 class Crash(Exception):
     """The process stopping right after a write (the writes before it done, none after)."""
 
@@ -380,13 +359,13 @@ def test_adding_rows_killed_at_random_moments_gives_exact_counts(tmp_path):
     target_pass(moments, reader, np.arange(500), "test", 8, [0], plan, lambda rows: None)
     rng, kills = np.random.default_rng(3), 0
     for _ in range(6):  # killed at random moments, each run resuming where the last stopped
-        job = subprocess.Popen([sys.executable, "-c", GROW, url, "700"], stdout=subprocess.PIPE)
-        assert job.stdout is not None and job.stdout.readline() == b"start\n"
+        job = start(grow_statistics, url, 700)
         time.sleep(rng.uniform(0.2, 1.5))
-        if job.poll() is None:
-            job.send_signal(signal.SIGKILL)
+        if job.is_alive():
+            job.kill()  # SIGKILL
             kills += 1
-        if job.wait() == 0:
+        job.join()
+        if job.exitcode == 0:
             break
     grow_pass(Moments(url, "fit"), reader, np.arange(700), plan, lambda rows: None)  # the rest, if any
     assert kills >= 1 and Moments(url, "fit").positions().tolist() == list(range(700))
