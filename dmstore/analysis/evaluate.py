@@ -284,17 +284,18 @@ def _batch_scores(
     also against the averaged margins, and the noise ceiling), and per resample of the masks
     (``counts``) and target the Spearman of single models (``lds``) and, with replicates, of the
     averaged margins (``lds_averaged``)."""
-    scores = lds.target_scores(predicted, true, bias)
-    resampled = {"lds": lds.resampled_spearman(counts[:, groups], predicted, true)}
+    ranked = lds.ranks(predicted), lds.ranks(true)  # once, for the scores and their resamples
+    scores = lds.target_scores(predicted, true, bias, ranked)
+    resampled = {"lds": lds.resampled_spearman(counts[:, groups], *ranked)}
     ceiling = lds.noise_ceiling(true, groups)
     if ceiling is not None:
-        averaged = lds.group_means(predicted, groups), lds.group_means(true, groups)
+        ranked = lds.ranks(lds.group_means(predicted, groups)), lds.ranks(lds.group_means(true, groups))
         scores |= {
-            "spearman_averaged": lds.spearman(*averaged),
+            "spearman_averaged": lds.pearson(*ranked),
             "noise_ceiling": ceiling["averaged"],
             "noise_ceiling_single": ceiling["single"],
         }
-        resampled["lds_averaged"] = lds.resampled_spearman(counts, *averaged)
+        resampled["lds_averaged"] = lds.resampled_spearman(counts, *ranked)
     return scores, resampled
 
 

@@ -64,12 +64,19 @@ def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return pearson(ranks(a), ranks(b))
 
 
-def target_scores(predicted: np.ndarray, true: np.ndarray, bias: np.ndarray | float = 0.0) -> dict[str, np.ndarray]:
+def target_scores(
+    predicted: np.ndarray,
+    true: np.ndarray,
+    bias: np.ndarray | float = 0.0,
+    ranked: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Per target (column): Spearman and Pearson correlation across models (rows) and the MSE of
     ``predicted + bias`` (the correlations are those of ``predicted``: a shift changes no rank, and
-    adding it in float32 first could round two nearly tied predictions together)."""
+    adding it in float32 first could round two nearly tied predictions together). ``ranked``: the
+    :func:`ranks` of ``predicted`` and ``true``, where the caller has them."""
+    ranked = (ranks(predicted), ranks(true)) if ranked is None else ranked
     return {
-        "spearman": spearman(predicted, true),
+        "spearman": pearson(*ranked),
         "pearson": pearson(predicted, true),
         "mse": np.mean((np.asarray(predicted, np.float64) + np.asarray(bias, np.float64) - true) ** 2, axis=0),
     }
@@ -158,15 +165,15 @@ def mask_resamples(groups: np.ndarray, resamples: int = MODEL_RESAMPLES, seed: i
     return counts
 
 
-def resampled_spearman(weights: np.ndarray, predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+def resampled_spearman(weights: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``[resamples, targets]``: the Spearman correlation of each target in each resample, a
-    resample given by the ``weights`` of the rows (``[resamples, rows]`` draw counts).
+    resample given by the ``weights`` of the rows (``[resamples, rows]`` draw counts); ``a`` and
+    ``b`` are the :func:`ranks` of the two sides (predicted and true margins).
 
     The rows are ranked once, in the full sample, and each resample's correlation is the
     weighted Pearson correlation of those ranks: five matrix products for all resamples instead
     of ranking every resample again (which moves the result by about ``1/rows``).
     """
-    a, b = ranks(predicted), ranks(true)
     n = weights.sum(axis=1, keepdims=True)
     mean_a, mean_b = weights @ a / n, weights @ b / n
     cov = weights @ (a * b) / n - mean_a * mean_b
@@ -205,12 +212,13 @@ def bootstrap_models(
     replicate-averaged margins (``averaged``): each resample draws the masks with replacement,
     with all their replicates (:func:`mask_resamples`, :func:`resampled_spearman`)."""
     counts = mask_resamples(groups, resamples, seed)
-    single = np.nanmean(resampled_spearman(counts[:, groups], predicted, true), axis=1)
-    intervals = {"single": bootstrap_interval(single, float(np.nanmean(spearman(predicted, true))), level)}
+    ranked = ranks(predicted), ranks(true)
+    single = np.nanmean(resampled_spearman(counts[:, groups], *ranked), axis=1)
+    intervals = {"single": bootstrap_interval(single, float(np.nanmean(pearson(*ranked))), level)}
     if counts.shape[1] < groups.size:
-        means = group_means(predicted, groups), group_means(true, groups)
-        averaged = np.nanmean(resampled_spearman(counts, *means), axis=1)
-        intervals["averaged"] = bootstrap_interval(averaged, float(np.nanmean(spearman(*means))), level)
+        ranked = ranks(group_means(predicted, groups)), ranks(group_means(true, groups))
+        averaged = np.nanmean(resampled_spearman(counts, *ranked), axis=1)
+        intervals["averaged"] = bootstrap_interval(averaged, float(np.nanmean(pearson(*ranked))), level)
     return intervals
 
 
