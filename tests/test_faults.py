@@ -15,9 +15,11 @@ from faulty_proxy import FAULTS, FaultyProxy
 
 from dmstore.cli import main
 from dmstore.errors import DmstoreError
-from dmstore.io.source import Source, is_transient
+from dmstore.io.source import MAX_BACKOFF, Source, is_transient
 
 BUCKET = "flaky-bucket"
+#: Seconds before a first retry here (dmstore's default is 0.25): the faults come every other request.
+BACKOFF = 0.01
 # how each fault reads in dmstore's retry warnings
 KINDS = {
     "drop": "ConnectionClosedError",
@@ -37,7 +39,8 @@ def flaky_source(s3_client, tmp_path_factory):
 
 def test_conversion_survives_faults(flaky_source, s3_endpoint, tmp_path, capfd):
     with FaultyProxy(s3_endpoint, rate=0.5, seed=1) as proxy:
-        source = Source(f"s3://{BUCKET}", endpoint_url=proxy.url)
+        # every other read fails: 16 retries make a read failing every try a 1-in-130,000 event
+        source = Source(f"s3://{BUCKET}", endpoint_url=proxy.url, retries=16, backoff=BACKOFF)
         convert(source, str(tmp_path / "s.zarr"), "toy", 50, eval_rows=1000, progress=False)
     assert set(proxy.injected) == set(FAULTS) and sum(proxy.injected.values()) >= 8, proxy.injected
     # dmstore is the one retry layer (botocore and s3fs try once): every 500, 503 and truncated
@@ -49,6 +52,9 @@ def test_conversion_survives_faults(flaky_source, s3_endpoint, tmp_path, capfd):
     exact = ("500", "503", "truncate")
     assert {k: seen[k] for k in exact} == {k: proxy.injected[k] for k in exact}, (retries, proxy.injected)
     assert seen["drop"] <= proxy.injected["drop"] and len(retries) == sum(seen.values()), (retries, proxy.injected)
+    # each retry waits twice as long as the one before it
+    waits = {(int(m[1]), float(m[2])) for m in (re.search(r"retry (\d+) of \d+ in ([\d.]+) s", r) for r in retries)}
+    assert waits and all(wait == round(min(MAX_BACKOFF, BACKOFF * 2 ** (n - 1)), 2) for n, wait in waits), waits
     ds = xr.open_zarr(tmp_path / "s.zarr", zarr_format=3)
     for name, array in flaky_source.items():
         np.testing.assert_array_equal(ds[name].values, array)
@@ -58,7 +64,7 @@ def test_persistent_failure_stops_clearly_and_resumes(flaky_source, s3_endpoint,
     dest = tmp_path / "s.zarr"
     # the headers and a few bands come through, then S3 fails for good
     with FaultyProxy(s3_endpoint, rate=1.0, healthy_first=8, faults=("503", "drop", "truncate")) as proxy:
-        source = Source(f"s3://{BUCKET}", endpoint_url=proxy.url, retries=2)
+        source = Source(f"s3://{BUCKET}", endpoint_url=proxy.url, retries=2, backoff=BACKOFF)
         with pytest.raises(DmstoreError) as failure:
             convert(source, str(dest), "toy", 50, eval_rows=1000, progress=False)
     message = str(failure.value)
@@ -112,9 +118,9 @@ def _translated(error: Exception) -> OSError:
         (TypeError("a bug"), False),
     ],
 )
-def test_only_named_transient_failures_are_retried(error, transient, tmp_path):
+def test_only_named_transient_failures_are_retried(error, transient, tmp_path, capfd):
     assert is_transient(error) is transient
-    source = Source(str(tmp_path), retries=2)
+    source = Source(str(tmp_path), retries=2, backoff=BACKOFF)
     calls = []
 
     def failing() -> bytes:
@@ -124,3 +130,6 @@ def test_only_named_transient_failures_are_retried(error, transient, tmp_path):
     with pytest.raises((DmstoreError, ValueError, TypeError)):
         source.retrying("k", failing)
     assert len(calls) == (3 if transient else 1)
+    # a wait before each retry, none after the last try
+    waits = re.findall(r"retry \d of 2 in ([\d.]+ s)", capfd.readouterr().err)
+    assert waits == (["0.01 s", "0.02 s"] if transient else [])

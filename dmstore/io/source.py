@@ -21,7 +21,7 @@ from dmstore.errors import DmstoreError
 from dmstore.io.npy import HEADER_PROBE, NpyHeader, header_length, parse_header
 
 PUBLISHED_BUCKET = "madrylab-datamodels"
-# seconds before the first retry of a failed read, doubling up to MAX_BACKOFF
+#: Seconds before the first retry of a failed read (``Source.backoff``), doubling up to MAX_BACKOFF.
 BACKOFF = 0.25
 MAX_BACKOFF = 8.0
 #: Failures that may pass on another try, by the names of their types (botocore, urllib3, aiohttp
@@ -92,6 +92,10 @@ class Source:
         S3 endpoint (otherwise ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` or AWS's default).
     storage_options
         Further fsspec options (``profile``, ``key``/``secret``, ``anon``...).
+    retries
+        Retries of a read that failed for a transient reason (:meth:`retrying`).
+    backoff
+        Seconds before the first retry, doubling with each (at most :data:`MAX_BACKOFF`).
     """
 
     url: str
@@ -99,6 +103,7 @@ class Source:
     endpoint_url: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets
     retries: int = 6
+    backoff: float = BACKOFF
 
     @property
     def protocol(self) -> str:
@@ -172,7 +177,7 @@ class Source:
             except TransientError as exc:
                 fault = exc
                 if attempt < self.retries:
-                    wait = min(MAX_BACKOFF, BACKOFF * 2**attempt)
+                    wait = min(MAX_BACKOFF, self.backoff * 2**attempt)
                     logger.warning(
                         "reading %s: %s; retry %d of %d in %.2f s",
                         self.describe(key),
