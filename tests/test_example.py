@@ -27,7 +27,9 @@ from dmstore.experiment.example import (
 )
 from dmstore.io.datasets import load_digits_split
 
-SMALL = dict(pct=50, models=450, eval_models=150, seed=3)  # 600 rows: batches of 500 and 100
+#: Rows ``0..599`` of an example of seed 0 in two batches (500 and 100); a row depends only on the
+#: seed and its number, so these are the first 600 rows of the shared example (:data:`EXAMPLE`).
+FIRST_600 = dict(pct=50, models=550, eval_models=50, seed=0)
 
 
 def files(folder: Path, pct: int = 50) -> dict[str, Path]:
@@ -35,18 +37,15 @@ def files(folder: Path, pct: int = 50) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    return make_example(tmp_path_factory.mktemp("small"), "digits", progress=False, **SMALL)
-
-
-@pytest.fixture(scope="module")
 def signal(tmp_path_factory) -> Path:
+    """The example the tests and docs share (trained once per run): 1,200 fit models, 60
+    evaluation masks of 4 replicates."""
     return shared_example(tmp_path_factory.mktemp("signal"))
 
 
-def test_layout_dtypes_shapes_and_labels(small):
+def test_layout_dtypes_shapes_and_labels(signal):
     split = load_digits_split()
-    rows = SMALL["models"] + SMALL["eval_models"]
+    rows = EXAMPLE["models"] + EXAMPLE["eval_models"]
     expected = {
         "train_masks": (np.bool_, (rows, 1000)),
         "train_margins": (np.float16, (rows, 1000)),
@@ -54,85 +53,86 @@ def test_layout_dtypes_shapes_and_labels(small):
         "train_logits": (np.float16, (rows, 1000, 10)),
         "test_logits": (np.float16, (rows, 797, 10)),
     }
-    assert small.name == "digits"
-    for kind, path in files(small).items():
+    assert signal.name == "digits"
+    for kind, path in files(signal).items():
         with open(path, "rb") as f:
             assert np.lib.format.read_magic(f) == (1, 0)
             shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
         assert (dtype, shape, fortran_order) == (np.dtype(expected[kind][0]), expected[kind][1], False)
-    train_labels = np.load(small / "data" / "train_labels.npy")
-    test_labels = np.load(small / "data" / "test_labels.npy")
+    train_labels = np.load(signal / "data" / "train_labels.npy")
+    test_labels = np.load(signal / "data" / "test_labels.npy")
     assert train_labels.dtype == test_labels.dtype == np.int64
     np.testing.assert_array_equal(train_labels, split.y_train)
     np.testing.assert_array_equal(test_labels, split.y_test)
-    assert json.loads((small / "data" / "classes.json").read_text()) == [str(c) for c in range(10)]
-    assert sorted(p.name for p in (small / "data").iterdir()) == sorted(
-        [p.name for p in files(small).values()] + ["train_labels.npy", "test_labels.npy", "classes.json"]
+    assert json.loads((signal / "data" / "classes.json").read_text()) == [str(c) for c in range(10)]
+    assert sorted(p.name for p in (signal / "data").iterdir()) == sorted(
+        [p.name for p in files(signal).values()] + ["train_labels.npy", "test_labels.npy", "classes.json"]
     )
 
 
-def test_every_row_sees_exactly_pct_percent(small):
-    masks = np.load(files(small)["train_masks"])
+def test_every_row_sees_exactly_pct_percent(signal):
+    masks = np.load(files(signal)["train_masks"])
     assert (masks.sum(axis=1) == 500).all()
-    assert len({row.tobytes() for row in masks}) == len(masks)
+    fit, masks_of_replicates = EXAMPLE["models"], EXAMPLE["eval_models"] // EXAMPLE["replicates"]
+    assert len({row.tobytes() for row in masks}) == fit + masks_of_replicates  # replicates share a mask
 
 
-def test_masks_depend_only_on_seed_and_row(small):
-    masks = np.load(files(small)["train_masks"], mmap_mode="r")
-    for row in (0, 499, 500, 599):
-        subset, _ = draw_model(SMALL["seed"], row, 1000, 500, 64, 10)
+def test_masks_depend_only_on_seed_and_row(signal):
+    masks = np.load(files(signal)["train_masks"], mmap_mode="r")
+    for row in (0, 499, 500, 1199):
+        subset, _ = draw_model(0, row, 1000, 500, 64, 10)
         np.testing.assert_array_equal(np.flatnonzero(masks[row]), subset)
 
 
-def test_stored_margins_are_the_margins_of_the_stored_logits(small):
+def test_stored_margins_are_the_margins_of_the_stored_logits(signal):
     labels = {
-        "train": np.load(small / "data" / "train_labels.npy"),
-        "test": np.load(small / "data" / "test_labels.npy"),
+        "train": np.load(signal / "data" / "train_labels.npy"),
+        "test": np.load(signal / "data" / "test_labels.npy"),
     }
     for split in ("train", "test"):
-        logits = np.load(files(small)[f"{split}_logits"])
-        margins = np.load(files(small)[f"{split}_margins"])
+        logits = np.load(files(signal)[f"{split}_logits"])
+        margins = np.load(files(signal)[f"{split}_margins"])
         np.testing.assert_array_equal(margins_from_logits(logits, labels[split]), margins)
 
 
-def test_models_fit_their_subsets_and_generalise(small):
-    masks = np.load(files(small)["train_masks"])
-    train_margins = np.load(files(small)["train_margins"]).astype(np.float32)
-    test_margins = np.load(files(small)["test_margins"]).astype(np.float32)
+def test_models_fit_their_subsets_and_generalise(signal):
+    masks = np.load(files(signal)["train_masks"])
+    train_margins = np.load(files(signal)["train_margins"]).astype(np.float32)
+    test_margins = np.load(files(signal)["test_margins"]).astype(np.float32)
     assert (train_margins[masks] > 0).mean() > 0.99  # every model fits the examples it saw
     assert train_margins[masks].mean() > train_margins[~masks].mean() + 1.0
     accuracy = (test_margins > 0).mean(axis=1)
     assert np.median(accuracy) > 0.9 and accuracy.min() > 0.85
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(small, tmp_path):
+def test_same_seed_same_bytes_other_seed_other_bytes(signal, tmp_path):
     args = dict(models=75, eval_models=25, progress=False)
-    first = make_example(tmp_path / "a", seed=SMALL["seed"], **args)
-    second = make_example(tmp_path / "b", seed=SMALL["seed"], **args)
-    other = make_example(tmp_path / "c", seed=SMALL["seed"] + 1, **args)
+    first = make_example(tmp_path / "a", seed=0, **args)
+    second = make_example(tmp_path / "b", seed=0, **args)
+    other = make_example(tmp_path / "c", seed=1, **args)
     for kind in KINDS:
         assert files(first)[kind].read_bytes() == files(second)[kind].read_bytes()
         assert files(first)[kind].read_bytes() != files(other)[kind].read_bytes()
-        # a row depends only on (seed, row): the same 100 rows open the 600-row example
-        np.testing.assert_array_equal(np.load(files(first)[kind]), np.load(files(small)[kind], mmap_mode="r")[:100])
+        # a row depends only on (seed, row): the same 100 rows open the shared example
+        np.testing.assert_array_equal(np.load(files(first)[kind]), np.load(files(signal)[kind], mmap_mode="r")[:100])
 
 
-def test_interrupted_run_resumes_to_the_same_bytes(small, tmp_path):
+def test_interrupted_run_resumes_to_the_same_bytes(signal, tmp_path):
     def interrupt(start: int, stop: int) -> None:
         if stop == BATCH_MODELS:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # one worker: the second batch has not started
-        make_example(tmp_path, progress=False, workers=1, on_batch=interrupt, **SMALL)
+        make_example(tmp_path, progress=False, workers=1, on_batch=interrupt, **FIRST_600)
     record = json.loads((tmp_path / "digits" / "example_50pct.json").read_text())
     written = dmstore.status(str(tmp_path / "digits" / "experiment_50pct.zarr")).done
     assert record["rows_done"] == written.sum() == BATCH_MODELS
     resumed = []
-    folder = make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
+    folder = make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **FIRST_600)
     assert resumed == [(500, 600)]  # only the batch with models missing from the store
-    for kind in KINDS:
-        assert files(folder)[kind].read_bytes() == files(small)[kind].read_bytes()
-    assert make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **SMALL)
+    for kind in KINDS:  # the rows an uninterrupted run gives (those of the shared example)
+        np.testing.assert_array_equal(np.load(files(folder)[kind]), np.load(files(signal)[kind], mmap_mode="r")[:600])
+    assert make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **FIRST_600)
     assert len(resumed) == 1  # complete: nothing trained again
 
 
@@ -183,11 +183,11 @@ def test_a_cached_example_is_copied_with_the_bytes_training_gives(tmp_path, caps
     assert files(tmp_path / "d" / "digits")["train_masks"].read_bytes() == files(trained)["train_masks"].read_bytes()
 
 
-def test_workers_write_through_the_experiment_store(small):
-    ds = dmstore.open(small / "experiment_50pct.zarr")
+def test_workers_write_through_the_experiment_store(signal):
+    ds = dmstore.open(signal / "experiment_50pct.zarr")
     assert ds.attrs["dmstore_status"] == "complete"
-    np.testing.assert_array_equal(ds["test_margins"].values, np.load(files(small)["test_margins"]))
-    accuracy = (np.load(files(small)["test_margins"]) > 0).mean(axis=1)
+    np.testing.assert_array_equal(ds["test_margins"].values, np.load(files(signal)["test_margins"]))
+    accuracy = (np.load(files(signal)["test_margins"]) > 0).mean(axis=1)
     np.testing.assert_allclose(ds["accuracy"].values, accuracy, rtol=1e-6)
 
 
