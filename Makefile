@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dmstore demo demo-out
 
-# the type check (one core, ~10 s) runs beside the tests, in the time their workers leave a core idle;
+# the type check (one core, ~7 s from a fresh clone) runs beside the tests, in the time their workers leave a core idle;
 # its report follows theirs, and either failing fails the target
 test: $(STAMP)
 	$(BIN)/ruff check .
