@@ -25,8 +25,10 @@ settings.load_profile("dmstore")
 
 
 #: The longest units of work, started first (in this order) so that no pytest-xdist worker is
-#: left alone with one at the end: the docs pages and the memory test.
-LONGEST_FIRST = ("test_docs.py", "test_memory.py")
+#: left alone with one at the end: the memory test, then the docs pages. The memory test first:
+#: every docs page waits for the shared example, which one worker trains (on threads, not two
+#: cores' worth), and the other worker spends that time on the memory test, which needs no example.
+LONGEST_FIRST = ("test_memory.py", "test_docs.py")
 
 
 #: Environment variables that set the threads of the BLAS and OpenMP libraries of a new process.
