@@ -108,13 +108,13 @@ def test_models_fit_their_subsets_and_generalise(signal):
 def test_same_seed_same_bytes_other_seed_other_bytes(signal, tmp_path):
     args = dict(models=75, eval_models=25, progress=False)
     first = make_example(tmp_path / "a", seed=0, **args)
-    second = make_example(tmp_path / "b", seed=0, **args)
     other = make_example(tmp_path / "c", seed=1, **args)
     for kind in KINDS:
-        assert files(first)[kind].read_bytes() == files(second)[kind].read_bytes()
         assert files(first)[kind].read_bytes() != files(other)[kind].read_bytes()
-        # a row depends only on (seed, row): the same 100 rows open the shared example
-        np.testing.assert_array_equal(np.load(files(first)[kind]), np.load(files(signal)[kind], mmap_mode="r")[:100])
+        # a row depends only on (seed, row): the same seed gives the 100 rows that open the shared
+        # example, trained by another run in batches of another size
+        shared = np.load(files(signal)[kind], mmap_mode="r")[:100]
+        assert np.load(files(first)[kind]).tobytes() == shared.tobytes()
 
 
 def test_interrupted_run_resumes_to_the_same_bytes(signal, tmp_path):
