@@ -57,15 +57,16 @@ def cluster(tmp_path_factory, s3_endpoint):
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=120)  # asked of the scheduler, not slept for
         yield address
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:  # a graceful close is not under test: a few seconds, then killed
-            try:
-                process.wait(3)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    finally:  # the workers first: with their scheduler gone they would wait for it to say goodbye (6 s)
+        for group in (processes[1:], processes[:1]):
+            for process in group:
+                process.terminate()
+            for process in group:  # a graceful close is not under test: a few seconds, then killed
+                try:
+                    process.wait(3)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 def test_the_commands_on_a_cluster_with_the_store_on_s3_equal_the_local_ones(cluster, s3_client, tmp_path, capsys):
@@ -119,7 +120,9 @@ def test_a_cluster_whose_workers_cannot_hold_a_task_is_refused(tmp_path):
     unmanaged = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")}
     with (
         dask.config.set(unmanaged),
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="300MiB") as small,
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, memory_limit="300MiB", dashboard_address=None
+        ) as small,
         Client(small, set_as_default=False) as client,  # the test process itself is over 300 MiB
     ):
         with pytest.raises(dmstore.DmstoreError, match=small_workers):
