@@ -20,7 +20,7 @@ demo: $(STAMP)
 # the type check (one core, ~7 s from a fresh clone) runs beside the tests, in the time their workers leave a core idle;
 # its report follows theirs, and either failing fails the target.
 # Python caches bytecode for the tests' own processes, as it does by default: where the environment says not to
-# (PYTHONDONTWRITEBYTECODE=1, as on this project's machines), each of the ~150 processes the suite starts
+# (PYTHONDONTWRITEBYTECODE=1, as on this project's machines), each of the 130-odd processes the suite starts
 # compiled dmstore's modules again, and each pytest process rewrote the asserts of zarr's and hypothesis's
 # (their pytest plugins). An empty value is Python's default.
 test: export PYTHONDONTWRITEBYTECODE :=
