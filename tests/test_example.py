@@ -36,6 +36,14 @@ def files(folder: Path, pct: int = 50) -> dict[str, Path]:
     return {kind: folder / "data" / f"{kind}_{pct}pct.npy" for kind in KINDS}
 
 
+def assert_opens_shared(folder: Path, shared: Path, rows: int) -> None:
+    """Each array of the example ``folder`` is, byte for byte, the first ``rows`` rows of the shared
+    example's (a row depends only on the seed and its number)."""
+    for kind in KINDS:
+        ours, theirs = np.load(files(folder)[kind]), np.load(files(shared)[kind], mmap_mode="r")[:rows]
+        assert (ours.dtype, ours.shape, ours.tobytes()) == (theirs.dtype, theirs.shape, theirs.tobytes()), kind
+
+
 @pytest.fixture(scope="module")
 def signal(tmp_path_factory) -> Path:
     """The example the tests and docs share (trained once per run): 1,200 fit models, 60
@@ -111,10 +119,9 @@ def test_same_seed_same_bytes_other_seed_other_bytes(signal, tmp_path):
     other = make_example(tmp_path / "c", seed=1, **args)
     for kind in KINDS:
         assert files(first)[kind].read_bytes() != files(other)[kind].read_bytes()
-        # a row depends only on (seed, row): the same seed gives the 100 rows that open the shared
-        # example, trained by another run in batches of another size
-        shared = np.load(files(signal)[kind], mmap_mode="r")[:100]
-        assert np.load(files(first)[kind]).tobytes() == shared.tobytes()
+    # the same seed gives the 100 rows that open the shared example, trained by another run in
+    # batches of another size
+    assert_opens_shared(first, signal, 100)
 
 
 def test_interrupted_run_resumes_to_the_same_bytes(signal, tmp_path):
@@ -130,8 +137,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(signal, tmp_path):
     resumed = []
     folder = make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **FIRST_600)
     assert resumed == [(500, 600)]  # only the batch with models missing from the store
-    for kind in KINDS:  # the rows an uninterrupted run gives (those of the shared example)
-        np.testing.assert_array_equal(np.load(files(folder)[kind]), np.load(files(signal)[kind], mmap_mode="r")[:600])
+    assert_opens_shared(folder, signal, 600)  # the rows an uninterrupted run gives
     assert make_example(tmp_path, progress=False, on_batch=lambda a, b: resumed.append((a, b)), **FIRST_600)
     assert len(resumed) == 1  # complete: nothing trained again
 
