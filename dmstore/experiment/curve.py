@@ -3,6 +3,7 @@ user can see whether training more models is worth it."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,10 @@ def learning_curve(
     if sizes[-1] > n_fit or sizes[0] < 3:
         raise DmstoreError(f"learning-curve sizes must be within 3..{n_fit} (the store's fit models): got {sizes}")
     rows: dict[str, list[float]] = {}
-    with evaluation_client(store, target, scheduler) as client:  # one cluster scores every size
+    # one local cluster of worker processes scores every size; threads of this process start in no
+    # time, and none runs while a size is fitted (they set the allocator for their own work)
+    clients = nullcontext(None) if scheduler is None else evaluation_client(store, target, scheduler)
+    with clients as client:
         for size in sizes:
             fit(store, target, targets=targets, models=size, overwrite=True, scheduler=scheduler, progress=progress,
                 **fit_options)

@@ -18,8 +18,9 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import dask.config
 from dask.distributed import Client, LocalCluster
@@ -28,7 +29,12 @@ from dmstore.errors import DmstoreError
 from dmstore.io.budget import WORKER_BYTES, local_workers, worker_share
 
 logger = logging.getLogger("dmstore")
-M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+#: Where glibc's adaptive thresholds settle in a process that has freed large arrays (their
+#: 64-bit maximum: arrays up to 32 MiB come from the heap, up to 64 MiB of it is kept for reuse).
+SETTLED = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 64 * 2**20}
+_allocator = threading.Lock()  # guards _returning: the clusters on threads of this process running
+_returning = 0
 
 
 @contextmanager
@@ -73,8 +79,6 @@ def dask_client(
             yield client
         return
     in_process = threads and scheduler is None
-    if in_process:
-        trim_freed_memory()
     cluster = LocalCluster(
         n_workers=1 if in_process else n_workers,
         threads_per_worker=(n_workers or os.cpu_count() or 1) if in_process else 1,
@@ -84,7 +88,7 @@ def dask_client(
         silence_logs=logging.ERROR,
         **({} if in_process else {"host": "127.0.0.1"}),  # in this process Dask talks in memory
     )
-    with cluster, Client(cluster) as client:
+    with freed_memory_returned() if in_process else nullcontext(), cluster, Client(cluster) as client:
         link = client.dashboard_link
         if in_process:  # Dask names the machine's address in the link; the dashboard listens on loopback
             what = f"{sum(client.nthreads().values())} threads in this process"
@@ -95,20 +99,48 @@ def dask_client(
         yield client
 
 
-def trim_freed_memory() -> None:
-    """Have this process's C allocator give freed memory back to the system, as Dask's nanny has
-    its worker processes do (``MALLOC_TRIM_THRESHOLD_`` of ``distributed.nanny.pre-spawn-environ``,
-    64 KiB). Otherwise glibc keeps what the threads of a cluster in this process freed: stats on 2
-    threads of a 24,000 x 6,000 store peaked at 610 MiB instead of 323 MiB (tests/test_memory.py).
-    Process-wide and lasting; nothing where the C library is not glibc."""
+@contextmanager
+def freed_memory_returned() -> Iterator[None]:
+    """While a cluster runs on threads of this process, have the C allocator give freed memory
+    back to the system, as Dask's nanny has its worker processes do (``MALLOC_TRIM_THRESHOLD_`` of
+    ``distributed.nanny.pre-spawn-environ``, 64 KiB). Otherwise glibc keeps what the threads freed:
+    stats on 2 threads of a 24,000 x 6,000 store peaked at 610 MiB instead of 323 MiB
+    (tests/test_memory.py).
+
+    Afterwards the allocator keeps freed memory for reuse again, with :data:`SETTLED` (``mallopt``
+    cannot give back glibc's adaptive thresholds). Left at 64 KiB, the setting slowed the rest of
+    the process: every array of over 128 KiB was mapped afresh, and the fits of a learning curve
+    took 1.5x the time. Overlapping clusters share the setting; nothing where the C library is not
+    glibc.
+    """
+    global _returning
+    libc = _glibc()
     threshold = dask.config.get("distributed.nanny.pre-spawn-environ", {}).get("MALLOC_TRIM_THRESHOLD_")
-    if not threshold or not sys.platform.startswith("linux"):
+    if libc is None or not threshold:
+        yield
         return
+    with _allocator:
+        _returning += 1
+        libc.mallopt(M_TRIM_THRESHOLD, int(threshold))
+    try:
+        yield
+    finally:
+        with _allocator:
+            _returning -= 1
+            if not _returning:
+                for parameter, value in SETTLED.items():
+                    libc.mallopt(parameter, value)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library where it is glibc (Linux), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # another C library (musl)
-        return
-    libc.mallopt(M_TRIM_THRESHOLD, int(threshold))
+        return None
+    return libc
 
 
 @contextmanager
