@@ -145,11 +145,19 @@ def write_layout(
     """Write matrices in the bucket's layout under ``root``; return them by store name."""
     rng = np.random.default_rng(seed)
 
+    def drawn(shape: tuple[int, ...], dtype: type, draw) -> np.ndarray:
+        """``draw(rows)`` for 1,024 rows at a time (the same stream as one draw of all rows; small
+        temporaries, used again: a fresh float32 array of all rows cost as much in page faults)."""
+        out = np.empty(shape, dtype=dtype)
+        for start in range(0, shape[0], 1024):
+            out[start : start + 1024] = draw((min(1024, shape[0] - start), *shape[1:]))
+        return out
+
     def normal(*shape: int) -> np.ndarray:  # drawn in float32: twice as fast as float64
-        return rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
+        return drawn(shape, np.float16, lambda part: rng.standard_normal(part, dtype=np.float32))
 
     arrays = {
-        "train_masks": rng.random((models, n_train), dtype=np.float32) < pct / 100,
+        "train_masks": drawn((models, n_train), bool, lambda part: rng.random(part, dtype=np.float32) < pct / 100),
         "train_margins": normal(models, n_train),
         "test_margins": normal(models, n_test),
     }
