@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dask
 import numpy as np
+import psutil
 import pytest
 import zarr
 from conftest import upload, write_layout
@@ -20,8 +21,11 @@ from dask.distributed import Client, LocalCluster
 
 import dmstore
 from dmstore.cli import main
+from dmstore.io.cluster import dask_client
 
 DASK = str(Path(sys.executable).with_name("dask"))
+#: A Dask process keeps an HTTP server without its dashboard, on all interfaces unless told
+LOOPBACK_HTTP = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def cluster(tmp_path_factory, s3_endpoint):
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes = [
         subprocess.Popen(
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", *LOOPBACK_HTTP, "--scheduler-file",
              str(scheduler_file)],
             cwd=root,
             **quiet,
@@ -48,8 +52,8 @@ def cluster(tmp_path_factory, s3_endpoint):
             folder.mkdir()
             processes.append(
                 subprocess.Popen(
-                    [DASK, "worker", address, "--nthreads", "1", "--memory-limit", "2GiB", "--no-dashboard",
-                     "--local-directory", str(folder)],
+                    [DASK, "worker", address, "--nthreads", "1", "--memory-limit", "2GiB", "--host", "127.0.0.1",
+                     *LOOPBACK_HTTP, "--local-directory", str(folder)],
                     cwd=folder,
                     **quiet,
                 )
@@ -121,7 +125,7 @@ def test_a_cluster_whose_workers_cannot_hold_a_task_is_refused(tmp_path):
     with (
         dask.config.set(unmanaged),
         LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, memory_limit="300MiB", dashboard_address=None
+            n_workers=1, threads_per_worker=1, processes=False, memory_limit="300MiB", dashboard_address="127.0.0.1:0"
         ) as small,
         Client(small, set_as_default=False) as client,  # the test process itself is over 300 MiB
     ):
@@ -137,3 +141,23 @@ def test_a_cluster_whose_workers_cannot_hold_a_task_is_refused(tmp_path):
         with pytest.raises(dmstore.DmstoreError, match=small_workers):  # a band of 100,000 examples
             dmstore.stats(dest, scheduler=client, progress=False)
         assert dmstore.stats(narrow, scheduler=client, progress=False).attrs["n_models"] == 300
+
+
+def listening(process: psutil.Process) -> set[str]:
+    """The addresses that ``process`` and its children listen on."""
+    found = set()
+    for p in (process, *process.children(recursive=True)):
+        try:
+            found |= {c.laddr.ip for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:  # exited between the listing and the reading
+            continue
+    return found
+
+
+def test_every_server_of_a_local_cluster_listens_on_this_machine_only(cluster):
+    """The schedulers, workers and their HTTP servers (kept without a dashboard) of both kinds of
+    local cluster, and the test cluster's processes, listen on loopback only: one in-process
+    worker once listened on every interface."""
+    for scheduler, threads in ((None, True), ("local", False)):
+        with dask_client(scheduler, n_workers=1, threads=threads):
+            assert listening(psutil.Process()) == {"127.0.0.1"}, scheduler

@@ -24,7 +24,7 @@ KINDS = {"train_masks": (bool, "train"), "train_margins": (np.float16, "train"),
 @pytest.fixture(scope="module")
 def client():
     with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster,
         Client(cluster) as c,
     ):
         yield c

@@ -20,7 +20,7 @@ from dmstore.errors import DmstoreError
 @pytest.fixture(scope="module")
 def client():
     """An in-process cluster (the process cluster is exercised by test_evaluate)."""
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster:
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address="127.0.0.1:0") as cluster:
         with Client(cluster) as client:
             yield client
 

@@ -84,7 +84,8 @@ def dask_client(
         threads_per_worker=(n_workers or os.cpu_count() or 1) if in_process else 1,
         processes=not in_process,
         memory_limit=memory_limit if memory_limit is not None else 0,
-        dashboard_address="127.0.0.1:0",  # this machine only
+        dashboard_address="127.0.0.1:0",  # this machine only, the workers' HTTP servers too
+        worker_dashboard_address="127.0.0.1:0",
         silence_logs=logging.ERROR,
         **({} if in_process else {"host": "127.0.0.1"}),  # in this process Dask talks in memory
     )
