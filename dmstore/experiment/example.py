@@ -145,15 +145,15 @@ def train_models(
     ``4 * S * (k * (d + 4 H + 4 C) + len(x_eval) * (H + 2 C))`` bytes for a stack of ``S`` models.
     """
     torch = _require("torch")
-    xs_all = torch.from_numpy(_with_ones(x_train))
-    x_eval1 = torch.from_numpy(_with_ones(x_eval).T.copy())
+    inputs, labels = torch.from_numpy(_with_ones(x_train)), torch.from_numpy(y_train)
+    eval_inputs = torch.from_numpy(_with_ones(x_eval).T.copy())
     out = np.empty((len(subsets), len(x_eval), init[2].shape[1]), dtype=np.float32)
     k = subsets.shape[1]
     for start in range(0, len(subsets), STACK_MODELS):
         stack = slice(start, start + STACK_MODELS)
         index = torch.from_numpy(subsets[stack])
-        xs = xs_all[index].transpose(1, 2).contiguous()
-        ys = torch.from_numpy(y_train)[index]
+        xs = inputs[index].transpose(1, 2).contiguous()
+        ys = labels[index]
         w1 = torch.tensor(np.concatenate([init[0][stack], init[1][stack]], axis=2), requires_grad=True)
         w2, b2 = (torch.tensor(p[stack], requires_grad=True) for p in init[2:])
         optimizer = torch.optim.Adam([w1, w2, b2], lr=lr, fused=True)
@@ -164,7 +164,7 @@ def train_models(
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            x = x_eval1.expand(len(index), -1, -1)
+            x = eval_inputs.expand(len(index), -1, -1)
             out[stack] = torch.baddbmm(b2, w2, torch.bmm(w1, x).relu_()).transpose(1, 2).numpy()
     return out
 
