@@ -74,6 +74,11 @@ def pytest_xdist_make_scheduler(config, log):
     return FileOrDocsPage(config, log)
 
 
+#: A LocalCluster's servers on this machine only: its scheduler's and its workers' HTTP servers,
+#: which run without a dashboard too, listen on every interface unless told.
+LOOPBACK = {"dashboard_address": "127.0.0.1:0", "worker_dashboard_address": "127.0.0.1:0"}
+
+
 #: stderr lines that are logs, not errors: the Dask dashboard link, moto's request log.
 LOG_LINES = ("dmstore: started a local Dask cluster", "dmstore: joined the Dask cluster", "127.0.0.1 - - [")
 

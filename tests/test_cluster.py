@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 import pytest
 import zarr
-from conftest import upload, write_layout
+from conftest import LOOPBACK, upload, write_layout
 from dask.distributed import Client, LocalCluster
 
 import dmstore
@@ -125,7 +125,7 @@ def test_a_cluster_whose_workers_cannot_hold_a_task_is_refused(tmp_path):
     with (
         dask.config.set(unmanaged),
         LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, memory_limit="300MiB", dashboard_address="127.0.0.1:0"
+            n_workers=1, threads_per_worker=1, processes=False, memory_limit="300MiB", **LOOPBACK
         ) as small,
         Client(small, set_as_default=False) as client,  # the test process itself is over 300 MiB
     ):

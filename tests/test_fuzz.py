@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import LOOPBACK
 from dask.distributed import Client, LocalCluster
 from dmstore.conversion.convert import convert
 from hypothesis import HealthCheck, event, given, settings
@@ -24,7 +25,7 @@ KINDS = {"train_masks": (bool, "train"), "train_margins": (np.float16, "train"),
 @pytest.fixture(scope="module")
 def client():
     with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster,
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, **LOOPBACK) as cluster,
         Client(cluster) as c,
     ):
         yield c

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from analysis_stores import assert_png, synthetic_store
+from conftest import LOOPBACK
 from dask.distributed import Client, LocalCluster
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,7 @@ from dmstore.errors import DmstoreError
 @pytest.fixture(scope="module")
 def client():
     """An in-process cluster (the process cluster is exercised by test_evaluate)."""
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address="127.0.0.1:0") as cluster:
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, **LOOPBACK) as cluster:
         with Client(cluster) as client:
             yield client
 
